@@ -175,6 +175,10 @@ class ComponentConfig(Mapping[str, Any]):
 
     # -- errors ----------------------------------------------------------------------------------
 
+    def error(self, key: str, message: str) -> ConfigError:
+        """A ConfigError about ``key`` located where its value came from (file:line or label)."""
+        return self._error(key.lower(), message)
+
     def _error(self, key: str, message: str) -> ConfigError:
         s = self._section
         if self._origins.get(key) == _FILE and s is not None:

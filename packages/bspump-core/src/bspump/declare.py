@@ -1,0 +1,102 @@
+"""Builds what pipelines.conf declares with ``type = ...``: connections, lookups and whole pipelines."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from .config import ConfigError, Section
+from .connection import Connection
+from .errors import PluginError
+from .lookup import Lookup
+from .pipeline import Pipeline
+from .processor import Processor
+from .sink import Sink
+from .source import Source
+
+if TYPE_CHECKING:
+    from .application import BSPumpApplication
+
+_KIND_BASES: dict[str, type] = {"source": Source, "processor": Processor, "sink": Sink}
+
+
+def _resolve(app: BSPumpApplication, section: Section, kinds: tuple[str, ...]) -> type:
+    name = section["type"].strip()
+    errors = []
+    for kind in kinds:
+        try:
+            return app.registry.resolve(kind, name)
+        except PluginError as exc:
+            errors.append(exc)
+    raise ConfigError(str(errors[0]), file=section.file, line=section.line_of("type"), section=section.name,
+                      key="type")
+
+
+def declare_connections_and_lookups(app: BSPumpApplication) -> None:
+    """Create every ``[connection:ID]`` and ``[lookup:ID]`` that has a ``type``."""
+    config = app.config
+    for connection_id, section in config.connections().items():
+        if "type" in section:
+            cls = _resolve(app, section, ("connection",))
+            _expect(section, cls, Connection, "a Connection")
+            app.pump_service.add_connection(cls(app, connection_id))
+    for lookup_id, section in config.lookups().items():
+        if "type" in section:
+            cls = _resolve(app, section, ("lookup",))
+            _expect(section, cls, Lookup, "a Lookup")
+            app.pump_service.add_lookup(cls(app, lookup_id))
+
+
+def declare_pipelines(app: BSPumpApplication) -> list[Pipeline]:
+    """Build every ``[pipeline:ID]`` whose component sections carry ``type``.
+
+    Components run in the order of ``components = A, B, C`` in ``[pipeline:ID]``, or else in file order;
+    ``dead_letter = ComponentID`` names the dead-letter sink, which stays out of the main flow.
+    """
+    config = app.config
+    built: list[Pipeline] = []
+    pipeline_ids = list(dict.fromkeys([*config.pipelines(), *_pipelines_with_components(app)]))
+    for pipeline_id in pipeline_ids:
+        sections = config.components(pipeline_id)
+        typed = {cid: s for cid, s in sections.items() if "type" in s}
+        if not typed or pipeline_id in app.pump_service.pipelines:
+            continue
+        pipeline = Pipeline(app, pipeline_id)
+        order = pipeline.Config.getlist("components") or list(typed)
+        dead_letter_id = str(pipeline.Config.get("dead_letter") or "")
+        components: list[Any] = []
+        dead_letter: Sink | None = None
+        for component_id in [*order, *([dead_letter_id] if dead_letter_id and dead_letter_id not in order else [])]:
+            section = typed.get(component_id)
+            if section is None:
+                raise pipeline.Config.error(
+                    "components" if component_id in order else "dead_letter",
+                    f"names component {component_id!r} but there is no [pipeline:{pipeline_id}:{component_id}] "
+                    f"section with a type (have: {', '.join(typed) or 'none'})")
+            cls = _resolve(app, section, ("source", "processor", "sink"))
+            if not any(issubclass(cls, base) for base in _KIND_BASES.values()):
+                raise ConfigError(f"{cls.__name__} is not a Source, Processor or Sink", file=section.file,
+                                  line=section.line_of("type"), section=section.name, key="type")
+            component = cls(app, pipeline, id=component_id)
+            if component_id == dead_letter_id:
+                _expect(section, cls, Sink, "a Sink (it is the dead-letter sink)")
+                dead_letter = component
+            else:
+                components.append(component)
+        pipeline.build(*components, dead_letter=dead_letter)
+        app.pump_service.add_pipeline(pipeline)
+        built.append(pipeline)
+    return built
+
+
+def _pipelines_with_components(app: BSPumpApplication) -> list[str]:
+    ids = []
+    for section in app.config.sections():
+        if section.kind == "pipeline" and len(section.ids) == 2:
+            ids.append(section.ids[0])
+    return ids
+
+
+def _expect(section: Section, cls: type, base: type, what: str) -> None:
+    if not issubclass(cls, base):
+        raise ConfigError(f"{cls.__module__}.{cls.__name__} is not {what}", file=section.file,
+                          line=section.line_of("type"), section=section.name, key="type")

@@ -1,0 +1,154 @@
+"""Acknowledgement tracking for at-least-once delivery.
+
+A source hands every batch to its pipeline together with a :class:`Delivery`. The pipeline counts the
+events that batch turns into; each sink acknowledges the events it durably wrote (or the pipeline
+acknowledges the ones deliberately dropped). When nothing is pending any more the delivery completes,
+and a :class:`PositionTracker` then advances the committable position of each partition, never past a
+batch that is still pending.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+from collections.abc import Callable, Hashable, Iterable, Mapping
+from typing import Any, Protocol
+
+
+class AckListener(Protocol):
+    """What a delivery reports to: the pipeline that counts in-flight events."""
+
+    def _on_ack(self, count: int) -> None: ...
+
+    def _on_delivery_failed(self, delivery: Delivery, error: BaseException) -> None: ...
+
+
+class Delivery:
+    """Acknowledgement token of one source batch.
+
+    Call order: the pipeline calls :meth:`add` for events that reach a sink and :meth:`seal` once the
+    batch left the processors; sinks call :meth:`ack` as writes are confirmed, or :meth:`fail` when an
+    event can neither be written nor dead-lettered. ``on_complete`` runs once, after the last ack of a
+    sealed delivery; it never runs for a failed one, so its positions are never committed.
+    """
+
+    __slots__ = ("positions", "pending", "sealed", "failed", "completed", "_listener", "_on_complete")
+
+    def __init__(
+        self,
+        positions: Mapping[Hashable, Any] | None = None,
+        on_complete: Callable[[Delivery], None] | None = None,
+    ) -> None:
+        self.positions: Mapping[Hashable, Any] = positions or {}
+        self.pending = 0
+        self.sealed = False
+        self.failed: BaseException | None = None
+        self.completed = False
+        self._listener: AckListener | None = None
+        self._on_complete = on_complete
+
+    def add(self, count: int) -> None:
+        """Count ``count`` more events that a sink must acknowledge."""
+        self.pending += count
+
+    def seal(self) -> None:
+        """Declare that no more events will be added; completes at once if none are pending."""
+        self.sealed = True
+        if self.pending == 0:
+            self._complete()
+
+    def ack(self, count: int = 1) -> None:
+        """Acknowledge ``count`` events as durably written (or deliberately dropped)."""
+        self.pending -= count
+        listener = self._listener
+        if listener is not None:
+            listener._on_ack(count)
+        if self.pending <= 0 and self.sealed:
+            self._complete()
+
+    def fail(self, error: BaseException, count: int = 1) -> None:
+        """Give up on ``count`` events: the delivery never completes, the pipeline applies its policy."""
+        if self.failed is None:
+            self.failed = error
+        self.pending -= count
+        listener = self._listener
+        if listener is not None:
+            listener._on_ack(count)
+            listener._on_delivery_failed(self, error)
+
+    def _complete(self) -> None:
+        if self.completed or self.failed is not None:
+            return
+        self.completed = True
+        if self._on_complete is not None:
+            self._on_complete(self)
+
+    def __repr__(self) -> str:
+        state = "failed" if self.failed else "completed" if self.completed else f"pending={self.pending}"
+        return f"<Delivery {dict(self.positions)!r} {state}>"
+
+
+class PositionTracker:
+    """Highest contiguous acknowledged position per partition, for sources that commit positions.
+
+    ``track({partition: position})`` is called in the order batches are read; ``position`` is what the
+    source would commit once that batch and everything before it is acknowledged (for Kafka: the last
+    offset of the batch in that partition plus one). :meth:`take_committable` returns what advanced since
+    the previous call.
+    """
+
+    def __init__(self) -> None:
+        self._queues: dict[Hashable, deque[tuple[Any, Delivery]]] = {}
+        self._committable: dict[Hashable, Any] = {}
+        self._changed: set[Hashable] = set()
+
+    def track(self, positions: Mapping[Hashable, Any]) -> Delivery:
+        """Start tracking a batch covering ``positions``; returns the delivery to hand to the pipeline."""
+        delivery = Delivery(dict(positions), self._completed)
+        for partition, position in positions.items():
+            self._queues.setdefault(partition, deque()).append((position, delivery))
+        return delivery
+
+    def _completed(self, delivery: Delivery) -> None:
+        for partition in delivery.positions:
+            queue = self._queues.get(partition)
+            while queue and queue[0][1].completed:
+                position, _ = queue.popleft()
+                self._committable[partition] = position
+                self._changed.add(partition)
+
+    def take_committable(self, partitions: Iterable[Hashable] | None = None) -> dict[Hashable, Any]:
+        """Positions that advanced since the last call (optionally only for ``partitions``)."""
+        wanted = self._changed if partitions is None else self._changed.intersection(partitions)
+        result = {p: self._committable[p] for p in wanted}
+        self._changed.difference_update(result)
+        return result
+
+    def committed_view(self) -> dict[Hashable, Any]:
+        """Every partition's highest contiguous acknowledged position so far."""
+        return dict(self._committable)
+
+    def pending(self, partitions: Iterable[Hashable] | None = None) -> int:
+        """Number of batches still awaiting acknowledgement (in ``partitions`` if given)."""
+        if partitions is None:
+            return sum(len(q) for q in self._queues.values())
+        return sum(len(self._queues.get(p, ())) for p in partitions)
+
+    async def wait_drained(self, partitions: Iterable[Hashable] | None = None, timeout: float | None = None) -> bool:
+        """Wait until the given partitions (default all) have nothing pending; False on timeout."""
+        wanted = None if partitions is None else list(partitions)
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while self.pending(wanted) > 0:
+            if deadline is not None and loop.time() >= deadline:
+                return False
+            # Acks arrive on this loop from sink tasks; a short poll keeps no waiter bookkeeping per batch.
+            await asyncio.sleep(0.005)
+        return True
+
+    def forget(self, partitions: Iterable[Hashable]) -> None:
+        """Stop tracking partitions (after they were revoked); their unacknowledged batches are never committed."""
+        for partition in partitions:
+            self._queues.pop(partition, None)
+            self._committable.pop(partition, None)
+            self._changed.discard(partition)

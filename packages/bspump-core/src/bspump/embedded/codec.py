@@ -1,0 +1,40 @@
+"""Line encoding shared by the file and stdio connectors."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+
+FORMATS = ("text", "json")
+
+
+def _default(value: Any) -> Any:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).decode("utf-8", errors="replace")
+    if isinstance(value, set | frozenset):
+        return sorted(value, key=repr)
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+def encode_line(event: Any, fmt: str, context: dict[str, Any] | None = None) -> bytes:
+    """One output line (with newline); failed events (``error`` in context) are wrapped with their error."""
+    if context is not None and "error" in context:
+        event = {
+            "error": context["error"],
+            "error_component": context.get("error_component"),
+            "event": event if not isinstance(event, bytes) else event.decode("utf-8", errors="replace"),
+        }
+        return orjson.dumps(event, default=_default, option=orjson.OPT_APPEND_NEWLINE)
+    if fmt == "json":
+        return orjson.dumps(event, default=_default, option=orjson.OPT_APPEND_NEWLINE)
+    if isinstance(event, bytes):
+        return event + b"\n"
+    return f"{event}\n".encode()
+
+
+def decode_line(line: str, fmt: str) -> Any:
+    """One input line without its newline, decoded per ``fmt``."""
+    if fmt == "json":
+        return orjson.loads(line)
+    return line

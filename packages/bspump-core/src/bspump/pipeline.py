@@ -1,0 +1,602 @@
+"""Pipelines: sources -> processors -> sink, driven a batch at a time."""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import logging
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+from .backoff import Backoff
+from .batch import Batch, Context
+from .component import Component, build_config
+from .config import Seconds
+from .connection import Connection, ConnectionState
+from .delivery import Delivery
+from .errors import PipelineBuildError, PipelineStoppedError, ProcessingError
+from .metrics import Counters
+from .processor import Generator, Processor
+from .sink import Sink
+from .source import Source
+
+if TYPE_CHECKING:
+    from .application import BSPumpApplication
+
+log = logging.getLogger("bspump.pipeline")
+
+#: Context keys that locate an event in its source; quoted in error messages instead of the event itself.
+POSITION_KEYS = ("source", "topic", "partition", "offset", "key", "path", "line", "index")
+
+
+class ErrorPolicy(enum.Enum):
+    """What a pipeline does with an event that a processor or sink failed on."""
+
+    STOP = "stop"
+    SKIP = "skip"
+    RETRY = "retry"
+    DEAD_LETTER = "dead-letter"
+
+
+class PipelineState(enum.Enum):
+    """Where a pipeline is in its life."""
+
+    BUILT = "built"
+    RUNNING = "running"
+    STOPPING = "stopping"
+    FINISHED = "finished"
+    FAILED = "failed"
+
+
+class _Stage:
+    """A processor as the hot path sees it: its bound method and its counters."""
+
+    __slots__ = ("component", "fn", "generator", "counters")
+
+    def __init__(self, component: Processor) -> None:
+        self.component = component
+        self.generator = isinstance(component, Generator)
+        self.fn = component.generate if self.generator else component.process
+        self.counters = Counters()
+
+
+class _StopRequested(Exception):
+    def __init__(self, error: ProcessingError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+
+class Pipeline:
+    """Sources feed batches through processors into one sink, with bounded events in flight.
+
+    Subclass it and call :meth:`build` in ``__init__``, or declare it in pipelines.conf. Settings in
+    ``[pipeline:ID]``: ``max_in_flight`` (events handed to sinks and not yet acknowledged before the
+    sources pause), ``error_policy`` (stop, skip, retry, dead-letter), ``retry_attempts``,
+    ``retry_backoff``/``retry_backoff_max`` (seconds), ``retry_fallback`` (policy once retries are
+    exhausted), ``dead_letter`` (the ID of the dead-letter sink when declared in the file) and
+    ``drain_timeout`` (seconds a graceful stop waits for acknowledgements) and, for pipelines declared
+    in the file, ``components`` (their order). Unknown keys are errors.
+    """
+
+    ConfigDefaults: ClassVar[dict[str, Any]] = {
+        "max_in_flight": 10000,
+        "error_policy": "stop",
+        "retry_attempts": 3,
+        "retry_backoff": Seconds(0.2),
+        "retry_backoff_max": Seconds(10.0),
+        "retry_fallback": "stop",
+        "dead_letter": "",
+        "drain_timeout": Seconds(30.0),
+        "components": [],
+    }
+
+    def __init__(
+        self,
+        app: BSPumpApplication,
+        pipeline_id: str | None = None,
+        config: Mapping[str, Any] | None = None,
+    ) -> None:
+        self.app = app
+        self.id = pipeline_id or type(self).__name__
+        self.Config = build_config(type(self), app, f"pipeline:{self.id}", config)
+        self.sources: list[Source] = []
+        self.processors: list[Processor] = []
+        self.sink: Sink | None = None
+        self.dead_letter_sink: Sink | None = None
+        self.counters = Counters()
+        self.state = PipelineState.BUILT
+        self.error: BaseException | None = None
+        self.in_flight = 0
+        self.max_in_flight = self.Config.getint("max_in_flight")
+        if self.max_in_flight < 1:
+            raise self.Config.error("max_in_flight", f"must be at least 1, got {self.max_in_flight}")
+        self.error_policy = self._policy("error_policy")
+        self.retry_fallback = self._policy("retry_fallback")
+        if self.retry_fallback is ErrorPolicy.RETRY:
+            raise self.Config.error("retry_fallback", "cannot be 'retry'; choose stop, skip or dead-letter")
+        self.retry_attempts = self.Config.getint("retry_attempts")
+        self._stages: list[_Stage] = []
+        self._throttles: set[str] = {"not started"}
+        self._ready = asyncio.Event()
+        self._drained = asyncio.Event()
+        self._drained.set()
+        self._finished = asyncio.Event()
+        self._source_tasks: list[asyncio.Task[None]] = []
+        self._stop_task: asyncio.Task[None] | None = None
+        self._connections: list[Connection] = []
+        self.started_at: float | None = None
+        self.stopped_at: float | None = None
+
+    def _policy(self, key: str) -> ErrorPolicy:
+        value = str(self.Config.get(key)).strip().lower().replace("_", "-")
+        try:
+            return ErrorPolicy(value)
+        except ValueError:
+            choices = ", ".join(p.value for p in ErrorPolicy)
+            raise self.Config.error(key, f"unknown error policy {value!r}; choose one of {choices}") from None
+
+    # -- assembly ---------------------------------------------------------------------------------------
+    def build(self, *components: Source | Processor | Sink | Sequence[Source], dead_letter: Sink | None = None) -> Pipeline:
+        """Assemble the pipeline: one or more sources (or a list of them), processors, then one sink.
+
+        ``dead_letter`` is the sink that receives events failed under the ``dead-letter`` policy, with
+        the error in their context.
+        """
+        if self.state is not PipelineState.BUILT or self.sink is not None:
+            raise PipelineBuildError(f"pipeline {self.id!r} is already built")
+        flat = flatten(components)
+        sources = []
+        while flat and isinstance(flat[0], Source):
+            sources.append(flat.pop(0))
+        if not sources:
+            raise PipelineBuildError(f"pipeline {self.id!r}: build() must start with at least one Source, "
+                                     f"got {_name(flat[0]) if flat else 'nothing'}")
+        if not flat or not isinstance(flat[-1], Sink):
+            raise PipelineBuildError(f"pipeline {self.id!r}: build() must end with a Sink, "
+                                     f"got {_name(flat[-1]) if flat else 'only sources'}")
+        sink = flat.pop()
+        for component in flat:
+            if not isinstance(component, Processor):
+                raise PipelineBuildError(
+                    f"pipeline {self.id!r}: {_name(component)} cannot stand between the sources and the sink; "
+                    "only Processors and Generators can")
+        seen: set[str] = set()
+        for component in [*sources, *flat, sink, *([dead_letter] if dead_letter else [])]:
+            if component.id in seen:
+                raise PipelineBuildError(f"pipeline {self.id!r}: two components have the ID {component.id!r}; "
+                                         "pass id=... to tell them apart")
+            seen.add(component.id)
+        if self.error_policy is ErrorPolicy.DEAD_LETTER or self.retry_fallback is ErrorPolicy.DEAD_LETTER:
+            if dead_letter is None:
+                raise PipelineBuildError(
+                    f"pipeline {self.id!r}: error_policy uses dead-letter but no dead-letter sink was given "
+                    "(build(..., dead_letter=SomeSink(...)) or dead_letter = ComponentID in [pipeline:ID])")
+        self.sources = sources
+        self.processors = flat
+        self.sink = sink
+        self.dead_letter_sink = dead_letter
+        self._stages = [_Stage(p) for p in flat]
+        return self
+
+    @property
+    def components(self) -> list[Component]:
+        """Every component in flow order (dead-letter sink last)."""
+        result: list[Component] = [*self.sources, *self.processors]
+        if self.sink is not None:
+            result.append(self.sink)
+        if self.dead_letter_sink is not None:
+            result.append(self.dead_letter_sink)
+        return result
+
+    def locate(self, component_id: str) -> Component | None:
+        """The component with this ID, or ``None``."""
+        return next((c for c in self.components if c.id == component_id), None)
+
+    # -- readiness ----------------------------------------------------------------------------------------
+    @property
+    def ready(self) -> bool:
+        """True when sources may emit."""
+        return not self._throttles
+
+    @property
+    def throttles(self) -> frozenset[str]:
+        """Why the pipeline is paused (empty when it is not)."""
+        return frozenset(self._throttles)
+
+    def throttle(self, reason: str) -> None:
+        """Pause the sources until :meth:`unthrottle` with the same reason."""
+        self._throttles.add(reason)
+        self._ready.clear()
+
+    def unthrottle(self, reason: str) -> None:
+        """Lift one reason to pause; sources resume when none is left."""
+        self._throttles.discard(reason)
+        if not self._throttles:
+            self._ready.set()
+
+    async def wait_ready(self) -> None:
+        """Return when sources may emit."""
+        if self._throttles:
+            await self._ready.wait()
+
+    def retry_backoff(self) -> Backoff:
+        """A fresh backoff following this pipeline's retry settings."""
+        return Backoff(initial=self.Config.getseconds("retry_backoff"),
+                       maximum=self.Config.getseconds("retry_backoff_max"))
+
+    # -- hot path -----------------------------------------------------------------------------------------
+    async def emit(
+        self,
+        events: list[Any],
+        context: Context | None = None,
+        contexts: list[Context] | None = None,
+        delivery: Delivery | None = None,
+    ) -> None:
+        """Run a batch through the processors and hand the result to the sink.
+
+        Waits first while the pipeline is throttled. ``contexts`` (one per event) or ``context`` (shared)
+        travel with the events; ``delivery`` is acknowledged once every resulting event was written.
+        """
+        if self._throttles:
+            await self._ready.wait()
+            if self.state is not PipelineState.RUNNING:
+                raise PipelineStoppedError(f"pipeline {self.id!r} is {self.state.value}")
+        if delivery is None:
+            delivery = Delivery()
+        delivery._listener = self
+        counters = self.counters
+        counters.events_in += len(events)
+        counters.sample(time.monotonic())
+        try:
+            if contexts is None:
+                shared = context if context is not None else {}
+                out = self._run_shared(shared, events, delivery)
+                batch = Batch(out, delivery, shared)
+            else:
+                pairs = self._run_pairs(list(zip(contexts, events, strict=True)), delivery)
+                batch = Batch([e for _, e in pairs], delivery, context, [c for c, _ in pairs])
+        except _StopRequested as stop:
+            self._fail(stop.error)
+            raise PipelineStoppedError(str(stop.error)) from stop.error.cause
+        n = len(batch.events)
+        counters.events_out += n
+        if n:
+            delivery.add(n)
+            self.in_flight += n
+            if self.in_flight >= self.max_in_flight:
+                self.throttle("in flight")
+            self._drained.clear()
+            assert self.sink is not None
+            self.sink.put(batch)
+        delivery.seal()
+
+    def _run_shared(self, context: Context, events: list[Any], delivery: Delivery) -> list[Any]:
+        for stage in self._stages:
+            fn = stage.fn
+            out: list[Any] = []
+            it = iter(events)
+            event = None
+            if stage.generator:
+                extend = out.extend
+                while True:
+                    try:
+                        for event in it:
+                            extend(fn(context, event))
+                        break
+                    except Exception as exc:
+                        self._processor_failed(stage, context, event, exc, delivery, out, None)
+            else:
+                append = out.append
+                while True:
+                    try:
+                        for event in it:
+                            result = fn(context, event)
+                            if result is not None:
+                                append(result)
+                        break
+                    except Exception as exc:
+                        self._processor_failed(stage, context, event, exc, delivery, out, None)
+            counters = stage.counters
+            counters.events_in += len(events)
+            counters.events_out += len(out)
+            if not stage.generator:
+                counters.dropped += len(events) - len(out)
+            events = out
+            if not events:
+                break
+        return events
+
+    def _run_pairs(self, pairs: list[tuple[Context, Any]], delivery: Delivery) -> list[tuple[Context, Any]]:
+        for stage in self._stages:
+            fn = stage.fn
+            out: list[tuple[Context, Any]] = []
+            append = out.append
+            it = iter(pairs)
+            context: Context = {}
+            event = None
+            while True:
+                try:
+                    if stage.generator:
+                        for context, event in it:
+                            for produced in fn(context, event):
+                                append((context, produced))
+                    else:
+                        for context, event in it:
+                            result = fn(context, event)
+                            if result is not None:
+                                append((context, result))
+                    break
+                except Exception as exc:
+                    self._processor_failed(stage, context, event, exc, delivery, None, out)
+            counters = stage.counters
+            counters.events_in += len(pairs)
+            counters.events_out += len(out)
+            if not stage.generator:
+                counters.dropped += len(pairs) - len(out)
+            pairs = out
+            if not pairs:
+                break
+        return pairs
+
+    # -- errors -------------------------------------------------------------------------------------------
+    def _processor_failed(
+        self,
+        stage: _Stage,
+        context: Context,
+        event: Any,
+        error: Exception,
+        delivery: Delivery,
+        out: list[Any] | None,
+        out_pairs: list[tuple[Context, Any]] | None,
+    ) -> None:
+        stage.counters.errors += 1
+        self.counters.errors += 1
+        policy = self.error_policy
+        if policy is ErrorPolicy.RETRY:
+            for _ in range(self.retry_attempts):
+                try:
+                    result = stage.fn(context, event)
+                    produced = list(result) if stage.generator else [] if result is None else [result]
+                except Exception as again:
+                    error = again
+                    continue
+                if out is not None:
+                    out.extend(produced)
+                if out_pairs is not None:
+                    out_pairs.extend((context, p) for p in produced)
+                return
+            policy = self.retry_fallback
+        self._apply_policy(policy, stage.component, context, event, error, delivery)
+
+    def _apply_policy(
+        self,
+        policy: ErrorPolicy,
+        component: Component,
+        context: Context,
+        event: Any,
+        error: BaseException,
+        delivery: Delivery,
+    ) -> None:
+        """Skip, dead-letter or stop for one failed event; ``delivery`` does not yet count the event."""
+        problem = ProcessingError(self.id, component.id, error, describe_position(context))
+        if policy is ErrorPolicy.SKIP:
+            self.counters.dropped += 1
+            log.warning("%s; event skipped (error_policy = skip)", problem)
+            return
+        if policy is ErrorPolicy.DEAD_LETTER and self.dead_letter_sink is not None:
+            if component is self.dead_letter_sink:
+                raise _StopRequested(problem)
+            log.info("%s; event sent to dead-letter sink %r", problem, self.dead_letter_sink.id)
+            letter_context = {
+                **context,
+                "error": f"{type(error).__name__}: {error}",
+                "error_type": type(error).__name__,
+                "error_component": component.qualified_id,
+                "error_pipeline": self.id,
+            }
+            delivery.add(1)
+            self.in_flight += 1
+            self._drained.clear()
+            self.dead_letter_sink.put(Batch([event], delivery, contexts=[letter_context]))
+            return
+        raise _StopRequested(problem)
+
+    def reject(
+        self,
+        component: Component,
+        context: Context,
+        event: Any,
+        error: BaseException,
+        delivery: Delivery | None = None,
+    ) -> None:
+        """Apply the error policy to an event a source could not decode (invalid JSON, bad encoding).
+
+        Pass the delivery of the batch the event belongs to, before emitting that batch, so that its
+        position is committed only once the event is dead-lettered. Raises PipelineStoppedError under
+        the ``stop`` policy.
+        """
+        self.counters.events_in += 1
+        self.counters.errors += 1
+        policy = self.retry_fallback if self.error_policy is ErrorPolicy.RETRY else self.error_policy
+        own = delivery is None
+        if delivery is None:
+            delivery = Delivery()
+        delivery._listener = self
+        try:
+            self._apply_policy(policy, component, context, event, error, delivery)
+        except _StopRequested as stop:
+            self._fail(stop.error)
+            raise PipelineStoppedError(str(stop.error)) from error
+        if own:
+            delivery.seal()
+
+    def handle_sink_failure(self, sink: Sink, batch: Batch, index: int, error: BaseException) -> None:
+        """Apply the error policy to event ``index`` of ``batch`` that ``sink`` could not write."""
+        self.counters.errors += 1
+        policy = self.error_policy
+        if policy is ErrorPolicy.RETRY:  # the sink already retried what was retryable
+            policy = self.retry_fallback
+        delivery = batch.delivery
+        try:
+            self._apply_policy(policy, sink, batch.context_of(index), batch.events[index], error, delivery)
+        except _StopRequested as stop:
+            delivery.fail(stop.error)
+            return
+        delivery.ack(1)  # written elsewhere (dead letter, counted separately) or deliberately dropped
+
+    # -- acknowledgements ----------------------------------------------------------------------------------
+    def _on_ack(self, count: int) -> None:
+        in_flight = self.in_flight = self.in_flight - count
+        if in_flight < self.max_in_flight and "in flight" in self._throttles:
+            # Resume at half the bound so sources and sink do not flap around the limit.
+            if in_flight <= self.max_in_flight // 2:
+                self.unthrottle("in flight")
+        if in_flight <= 0:
+            self._drained.set()
+
+    def _on_delivery_failed(self, delivery: Delivery, error: BaseException) -> None:
+        if self.state is PipelineState.RUNNING:
+            self._fail(error)
+
+    # -- lifecycle ----------------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Start sinks, then the sources; called by the PumpService when the application runs."""
+        if self.sink is None:
+            raise PipelineBuildError(f"pipeline {self.id!r} was never built; call self.build(...) in __init__")
+        self.state = PipelineState.RUNNING
+        self.started_at = time.monotonic()
+        for component in self.components:
+            for connection in component.connections:
+                if connection not in self._connections:
+                    self._connections.append(connection)
+                    connection.acquire(self)
+                    connection.add_listener(self._connection_changed)
+                    if not connection.ready:
+                        self.throttle(f"connection {connection.id}")
+        for sink in self._sinks():
+            await sink.start()
+        self.unthrottle("not started")
+        for source in self.sources:
+            task = asyncio.create_task(source.main(), name=f"source:{source.qualified_id}")
+            task.add_done_callback(self._source_done)
+            self._source_tasks.append(task)
+
+    def _sinks(self) -> list[Sink]:
+        return [s for s in (self.sink, self.dead_letter_sink) if s is not None]
+
+    def _connection_changed(self, connection: Connection, state: ConnectionState) -> None:
+        reason = f"connection {connection.id}"
+        if state is ConnectionState.READY:
+            self.unthrottle(reason)
+        else:
+            self.throttle(reason)
+
+    def _source_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled():
+            return
+        error = task.exception()
+        if error is not None and not isinstance(error, PipelineStoppedError):
+            log.error("pipeline %r: source task %s crashed", self.id, task.get_name(), exc_info=error)
+            self._fail(error)
+            return
+        if self.state is PipelineState.RUNNING and all(t.done() for t in self._source_tasks):
+            log.info("pipeline %r: every source is exhausted; draining", self.id)
+            self._schedule_stop()
+
+    def _fail(self, error: BaseException) -> None:
+        if self.error is None:
+            self.error = error
+            log.error("pipeline %r stops: %s", self.id, error)
+        self._schedule_stop()
+        self.app.stop(exit_code=1)
+
+    def _schedule_stop(self) -> None:
+        if self._stop_task is None:
+            self._stop_task = asyncio.create_task(self.stop(), name=f"stop:{self.id}")
+
+    async def stop(self) -> None:
+        """Graceful stop: stop sources, flush sinks, drain in-flight events, commit, release connections."""
+        if self.state in (PipelineState.BUILT, PipelineState.FINISHED, PipelineState.FAILED):
+            return
+        if self.state is PipelineState.STOPPING:
+            await self._finished.wait()
+            return
+        self.state = PipelineState.STOPPING
+        self.throttle("stopping")
+        current = asyncio.current_task()
+        for task in self._source_tasks:
+            if task is not current and not task.done():
+                task.cancel()
+        await asyncio.gather(*self._source_tasks, return_exceptions=True)
+        timeout = self.Config.getseconds("drain_timeout")
+        try:
+            async with asyncio.timeout(timeout):
+                for sink in self._sinks():
+                    await sink.flush()
+                await self._drained.wait()
+        except TimeoutError:
+            log.error("pipeline %r: %d events still unacknowledged after drain_timeout=%ss; their positions "
+                      "are not committed and will be read again", self.id, self.in_flight, timeout)
+        except Exception as exc:
+            log.error("pipeline %r: flushing the sink failed: %s", self.id, exc)
+        for source in self.sources:
+            try:
+                await source.on_drained()
+            except Exception as exc:
+                log.error("%s: committing positions at stop failed: %s", source.qualified_id, exc)
+        for component in [*self._sinks(), *self.sources]:
+            try:
+                await component.close()
+            except Exception as exc:
+                log.error("%s: close failed: %s", component.qualified_id, exc)
+        for connection in self._connections:
+            connection.remove_listener(self._connection_changed)
+            await connection.release(self)
+        self.stopped_at = time.monotonic()
+        self.state = PipelineState.FAILED if self.error is not None else PipelineState.FINISHED
+        self._ready.set()  # wake anything still waiting so it sees the state
+        self._finished.set()
+        log.info("pipeline %r %s: %s", self.id, self.state.value, self.counters.snapshot())
+        self.app.pipeline_finished(self)
+
+    async def wait_finished(self) -> None:
+        """Return once the pipeline stopped (sources exhausted or stop requested)."""
+        await self._finished.wait()
+
+    @property
+    def finished(self) -> bool:
+        """True once the pipeline has stopped."""
+        return self._finished.is_set()
+
+    # -- observation ----------------------------------------------------------------------------------------
+    def metrics(self) -> dict[str, Any]:
+        """Counters of the pipeline and each component, plus events in flight and the rate."""
+        snapshot: dict[str, Any] = self.counters.snapshot()
+        snapshot["dropped"] = self.counters.dropped + sum(s.counters.dropped for s in self._stages)
+        snapshot["in_flight"] = self.in_flight
+        snapshot["state"] = self.state.value
+        snapshot["throttles"] = sorted(self._throttles)
+        snapshot["components"] = {s.component.id: s.counters.snapshot() for s in self._stages}
+        return snapshot
+
+    def __repr__(self) -> str:
+        return f"<{type(self).__name__} {self.id!r} {self.state.value}>"
+
+
+def describe_position(context: Mapping[str, Any]) -> str:
+    """Where an event came from, from its context (never the event's content, which may hold secrets)."""
+    parts = [f"{k}={context[k]!r}" for k in POSITION_KEYS if k in context and k != "key"]
+    return ", ".join(parts)
+
+
+def _name(component: Any) -> str:
+    return f"{type(component).__name__} {getattr(component, 'id', '')!r}".strip()
+
+
+def flatten(items: Iterable[Any]) -> list[Any]:
+    """One level of flattening, for build() arguments given as lists."""
+    result: list[Any] = []
+    for item in items:
+        result.extend(item) if isinstance(item, list | tuple) else result.append(item)
+    return result

@@ -1,0 +1,178 @@
+"""Sinks write events out and acknowledge them once durably written."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Sequence
+from typing import Any, ClassVar, NamedTuple
+
+from .batch import Batch
+from .component import Component
+
+log = logging.getLogger("bspump.sink")
+
+
+class Sink(Component):
+    """Base class of sinks; the last component of a pipeline.
+
+    Call order: :meth:`start` when the pipeline starts; :meth:`put` for every batch, synchronously from
+    the pipeline's hot path; :meth:`flush` at stop (write out everything buffered and wait for the
+    acknowledgements); :meth:`close` last. A sink must eventually call ``batch.delivery.ack(n)`` for
+    every event it wrote; until it does, the events count as in flight and throttle the pipeline.
+    Writes that need I/O belong in :class:`AsyncSink`.
+    """
+
+    _bspump_base: ClassVar[bool] = True
+
+    def put(self, batch: Batch) -> None:
+        """Take a batch; acknowledge its events when written."""
+        raise NotImplementedError(f"{type(self).__name__} must implement put(batch)")
+
+    async def start(self) -> None:
+        """Prepare for writing (open files, start writer tasks)."""
+
+    async def flush(self) -> None:
+        """Write out everything buffered and wait until it is acknowledged."""
+
+    async def close(self) -> None:
+        """Release resources; nothing is written after this."""
+
+
+class ItemFailure(NamedTuple):
+    """One event of a batch that a sink could not write; ``retryable`` for transient causes."""
+
+    index: int
+    error: BaseException
+    retryable: bool = False
+
+
+class AsyncSink(Sink):
+    """A sink that writes batches with ``await``, in order, from a writer task of its own.
+
+    Subclasses implement :meth:`write`, which the writer calls for each batch once every connection the
+    sink uses is ready. ``write`` returns ``None`` when everything was written, or the
+    :class:`ItemFailure` of each event that was not (the rest count as written). An exception that
+    :meth:`is_transient` accepts (by default ``OSError`` and ``TimeoutError``) means nothing is known
+    to be written: the connection is told, and the batch is retried with backoff until it succeeds.
+    Item failures marked retryable are retried ``retry_attempts`` times; what still fails, and
+    non-retryable failures, go to the pipeline's error policy (stop, skip or dead-letter).
+    """
+
+    _bspump_base: ClassVar[bool] = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._queue: deque[Batch] = deque()
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._writer: asyncio.Task[None] | None = None
+        self.write_errors = 0
+
+    async def write(self, batch: Batch) -> Sequence[ItemFailure] | None:
+        """Write ``batch`` durably; return the failures of individual events, or ``None``."""
+        raise NotImplementedError(f"{type(self).__name__} must implement async write(batch)")
+
+    def is_transient(self, error: BaseException) -> bool:
+        """Whether a failed ``write`` call should be retried as a whole (a link problem, not bad data)."""
+        return isinstance(error, OSError | TimeoutError)
+
+    def put(self, batch: Batch) -> None:
+        self._queue.append(batch)
+        self._idle.clear()
+        self._wake.set()
+
+    async def start(self) -> None:
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_loop(), name=f"sink:{self.qualified_id}")
+
+    async def flush(self) -> None:
+        writer = self._writer
+        if writer is None:
+            return
+        idle = asyncio.create_task(self._idle.wait())
+        done, _ = await asyncio.wait({idle, writer}, return_when=asyncio.FIRST_COMPLETED)
+        if idle not in done:
+            idle.cancel()
+        if writer in done and not writer.cancelled() and writer.exception() is not None:
+            raise writer.exception()  # type: ignore[misc]
+
+    async def close(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
+
+    async def _write_loop(self) -> None:
+        queue = self._queue
+        while True:
+            if not queue:
+                self._idle.set()
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            batch = queue[0]
+            await self._deliver(batch)
+            queue.popleft()
+
+    async def _deliver(self, batch: Batch) -> None:
+        backoff = self.pipeline.retry_backoff()
+        while True:
+            for connection in self.connections:
+                if not connection.ready:
+                    await connection.wait_ready()
+            try:
+                failures = await self.write(batch)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.write_errors += 1
+                if not self.is_transient(exc):
+                    failures = [ItemFailure(i, exc) for i in range(len(batch))]
+                else:
+                    delay = backoff.next_delay()
+                    log.warning(
+                        "%s: write of %d events failed (%s: %s); retrying in %.2fs",
+                        self.qualified_id, len(batch), type(exc).__name__, exc, delay,
+                    )
+                    for connection in self.connections:
+                        connection.report_failure(exc)
+                    await asyncio.sleep(delay)
+                    continue
+            break
+        failures = list(failures or ())
+        written = len(batch) - len(failures)
+        if written:
+            batch.delivery.ack(written)
+        if failures:
+            await self._handle_failures(batch, failures)
+
+    async def _handle_failures(self, batch: Batch, failures: list[ItemFailure]) -> None:
+        pipeline = self.pipeline
+        attempts = pipeline.retry_attempts
+        backoff = pipeline.retry_backoff()
+        retrying = [f for f in failures if f.retryable]
+        final = [f for f in failures if not f.retryable]
+        while retrying and attempts > 0:
+            attempts -= 1
+            await asyncio.sleep(backoff.next_delay())
+            indexes = [f.index for f in retrying]
+            subset = batch.subset(indexes)
+            try:
+                again = list(await self.write(subset) or ())
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                again = [ItemFailure(i, exc, self.is_transient(exc)) for i in range(len(subset))]
+            # Map indexes of the subset back to the original batch.
+            again = [ItemFailure(indexes[f.index], f.error, f.retryable) for f in again]
+            written = len(subset) - len(again)
+            if written:
+                batch.delivery.ack(written)
+            retrying = [f for f in again if f.retryable]
+            final.extend(f for f in again if not f.retryable)
+        final.extend(retrying)
+        for failure in final:
+            pipeline.handle_sink_failure(self, batch, failure.index, failure.error)
