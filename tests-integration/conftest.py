@@ -90,7 +90,9 @@ def _url_address(url: str, default_port: int) -> Address:
     return Address.parse(netloc, default_port)
 
 
-def unique_name(request: pytest.FixtureRequest, sep: str = "_", max_len: int = 48) -> str:
+def unique_name(
+    request: pytest.FixtureRequest, sep: str = "_", max_len: int = 48
+) -> str:
     """``bt<sep><test name><sep><random>``, lowercase, only ``[a-z0-9]`` and ``sep``."""
     base = re.sub(r"[^a-z0-9]+", sep, request.node.name.lower()).strip(sep)
     suffix = secrets.token_hex(4)
@@ -119,14 +121,23 @@ async def kafka_topic_factory(
     """``await factory(partitions=3, config=None) -> topic``; topics are deleted afterwards."""
     from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap, request_timeout_ms=15000)
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=kafka_bootstrap, request_timeout_ms=15000
+    )
     await admin.start()
     created: list[str] = []
 
     async def create(partitions: int = 3, config: dict[str, str] | None = None) -> str:
         name = unique_name(request, sep="-", max_len=120)
         await admin.create_topics(
-            [NewTopic(name, num_partitions=partitions, replication_factor=1, topic_configs=config or {})]
+            [
+                NewTopic(
+                    name,
+                    num_partitions=partitions,
+                    replication_factor=1,
+                    topic_configs=config or {},
+                )
+            ]
         )
         created.append(name)
         # Wait until every partition has a leader so clients do not race the metadata.
@@ -134,10 +145,14 @@ async def kafka_topic_factory(
         while True:
             described = await admin.describe_topics([name])
             parts = described[0].get("partitions", []) if described else []
-            if len(parts) == partitions and all(p.get("leader", -1) >= 0 for p in parts):
+            if len(parts) == partitions and all(
+                p.get("leader", -1) >= 0 for p in parts
+            ):
                 return name
             if time.monotonic() > deadline:
-                raise TimeoutError(f"topic {name} has no leaders after 15 s: {described}")
+                raise TimeoutError(
+                    f"topic {name} has no leaders after 15 s: {described}"
+                )
             await asyncio.sleep(0.1)
 
     try:
@@ -161,7 +176,9 @@ def postgres_dsn() -> str:
 
 
 @pytest_asyncio.fixture
-async def pg_schema(postgres_dsn: str, request: pytest.FixtureRequest) -> AsyncIterator[str]:
+async def pg_schema(
+    postgres_dsn: str, request: pytest.FixtureRequest
+) -> AsyncIterator[str]:
     """A fresh schema (``CREATE SCHEMA``), dropped with CASCADE afterwards."""
     import asyncpg
 
@@ -273,7 +290,14 @@ class ServerControl:
     ``bspump-<name>`` (the GitHub workflow); ``none`` skips the calling test.
     """
 
-    NAMES = ("postgresql", "mosquitto", "kafka", "ferretdb", "secantusdb", "elasticsearch")
+    NAMES = (
+        "postgresql",
+        "mosquitto",
+        "kafka",
+        "ferretdb",
+        "secantusdb",
+        "elasticsearch",
+    )
 
     def __init__(self, mode: str) -> None:
         self.mode = mode
@@ -282,10 +306,14 @@ class ServerControl:
         if name not in self.NAMES:
             raise ValueError(f"unknown server {name!r}; expected one of {self.NAMES}")
         if self.mode == "none":
-            pytest.skip("BSPUMP_TEST_SERVER_CONTROL=none: servers cannot be stopped from tests here")
+            pytest.skip(
+                "BSPUMP_TEST_SERVER_CONTROL=none: servers cannot be stopped from tests here"
+            )
 
     def _run(self, *cmd: str, timeout: float = 300) -> str:
-        proc = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        proc = subprocess.run(
+            cmd, check=False, capture_output=True, text=True, timeout=timeout
+        )
         if proc.returncode != 0:
             raise RuntimeError(
                 f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout}\n{proc.stderr}"
@@ -314,7 +342,9 @@ class ServerControl:
         deadline = time.monotonic() + timeout
         while not _reachable(address, timeout=1):
             if time.monotonic() > deadline:
-                raise TimeoutError(f"container bspump-{name} did not come back on {address}")
+                raise TimeoutError(
+                    f"container bspump-{name} did not come back on {address}"
+                )
             time.sleep(0.2)
 
     def stop(self, name: str) -> str:

@@ -19,7 +19,9 @@ async def test_aiokafka_multi_partition_group_commit(
     topic = await kafka_topic_factory(partitions=3)
     group = f"{topic}-group"
 
-    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all", compression_type="zstd")
+    producer = AIOKafkaProducer(
+        bootstrap_servers=kafka_bootstrap, acks="all", compression_type="zstd"
+    )
     await producer.start()
     try:
         for i in range(30):
@@ -44,36 +46,55 @@ async def test_aiokafka_multi_partition_group_commit(
         while sum(map(len, received.values())) < 30 and time.monotonic() < deadline:
             batches = await consumer.getmany(timeout_ms=500)
             for tp, records in batches.items():
-                received.setdefault(tp.partition, []).extend(r.value or b"" for r in records)
+                received.setdefault(tp.partition, []).extend(
+                    r.value or b"" for r in records
+                )
         assert sorted(received) == [0, 1, 2]
         assert sum(map(len, received.values())) == 30
         assert received[1][:2] == [b"v1", b"v4"]  # order is kept within a partition
         await consumer.commit()
-        committed = [await consumer.committed(TopicPartition(topic, p)) for p in range(3)]
+        committed = [
+            await consumer.committed(TopicPartition(topic, p)) for p in range(3)
+        ]
         assert committed == [10, 10, 10]
     finally:
         await consumer.stop()
 
     # A new member of the same group resumes after the committed offsets: nothing left.
     resumed = AIOKafkaConsumer(
-        topic, bootstrap_servers=kafka_bootstrap, group_id=group, auto_offset_reset="earliest"
+        topic,
+        bootstrap_servers=kafka_bootstrap,
+        group_id=group,
+        auto_offset_reset="earliest",
     )
     await resumed.start()
     try:
         batches = await resumed.getmany(timeout_ms=2000)
         assert sum(len(v) for v in batches.values()) == 0
-        assert [await resumed.position(TopicPartition(topic, p)) for p in range(3)] == [10, 10, 10]
+        assert [await resumed.position(TopicPartition(topic, p)) for p in range(3)] == [
+            10,
+            10,
+            10,
+        ]
     finally:
         await resumed.stop()
 
 
-async def test_confluent_kafka_round_trip(kafka_bootstrap: str, kafka_topic_factory: TopicFactory) -> None:
+async def test_confluent_kafka_round_trip(
+    kafka_bootstrap: str, kafka_topic_factory: TopicFactory
+) -> None:
     from confluent_kafka import Consumer, KafkaError, Producer
 
     topic = await kafka_topic_factory(partitions=2)
 
     def produce_and_consume() -> list[bytes]:
-        producer = Producer({"bootstrap.servers": kafka_bootstrap, "linger.ms": 5, "compression.type": "lz4"})
+        producer = Producer(
+            {
+                "bootstrap.servers": kafka_bootstrap,
+                "linger.ms": 5,
+                "compression.type": "lz4",
+            }
+        )
         for i in range(20):
             producer.produce(topic, value=f"m{i}".encode(), key=str(i).encode())
         assert producer.flush(30) == 0

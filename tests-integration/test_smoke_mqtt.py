@@ -13,7 +13,9 @@ pytestmark = [pytest.mark.smoke, pytest.mark.mqtt]
 
 
 async def _round_trip(address: Address, prefix: str, count: int) -> list[str]:
-    async with aiomqtt.Client(address.host, address.port, identifier=f"{prefix}sub") as client:
+    async with aiomqtt.Client(
+        address.host, address.port, identifier=f"{prefix}sub"
+    ) as client:
         await client.subscribe(f"{prefix}#", qos=1)
         for i in range(count):
             await client.publish(f"{prefix}t/{i}", payload=f"p{i}".encode(), qos=1)

@@ -30,7 +30,9 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 SERVERS_DIR = Path(os.environ.get("BSPUMP_SERVERS_DIR") or "/tmp/bspump-servers")
-CACHE_DIR = Path(os.environ.get("BSPUMP_CACHE_DIR") or Path.home() / ".cache" / "bspump")
+CACHE_DIR = Path(
+    os.environ.get("BSPUMP_CACHE_DIR") or Path.home() / ".cache" / "bspump"
+)
 HOST = "127.0.0.1"
 
 # Pinned versions -------------------------------------------------------------
@@ -57,6 +59,7 @@ def run(cmd: Sequence[str | os.PathLike[str]], **kw: object) -> None:
     """Run a command, raising HarnessError with its output on failure."""
     proc = subprocess.run(
         [str(c) for c in cmd],
+        check=False,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
@@ -64,7 +67,9 @@ def run(cmd: Sequence[str | os.PathLike[str]], **kw: object) -> None:
     )
     if proc.returncode != 0:
         tail = "\n".join(proc.stdout.splitlines()[-40:])
-        raise HarnessError(f"command failed ({proc.returncode}): {' '.join(map(str, cmd))}\n{tail}")
+        raise HarnessError(
+            f"command failed ({proc.returncode}): {' '.join(map(str, cmd))}\n{tail}"
+        )
 
 
 def tail_file(path: Path, lines: int = 40) -> str:
@@ -147,7 +152,12 @@ def _kstr(value: str) -> bytes:
 
 def probe_kafka(port: int) -> bool:
     """Metadata v4 request; ready when the broker lists at least one (unfenced) broker."""
-    body = struct.pack(">hhi", 3, 4, 1) + _kstr("bspump-probe") + struct.pack(">i", 0) + b"\x00"
+    body = (
+        struct.pack(">hhi", 3, 4, 1)
+        + _kstr("bspump-probe")
+        + struct.pack(">i", 0)
+        + b"\x00"
+    )
     try:
         with socket.create_connection((HOST, port), timeout=3) as s:
             s.settimeout(3)
@@ -206,7 +216,9 @@ def apt_install(*packages: str) -> None:
     if not missing:
         return
     if shutil.which("apt-get") is None:
-        raise HarnessError(f"packages {missing} are missing and apt-get is not available")
+        raise HarnessError(
+            f"packages {missing} are missing and apt-get is not available"
+        )
     prefix: list[str] = [] if os.geteuid() == 0 else ["sudo", "-n"]
     env = dict(os.environ, DEBIAN_FRONTEND="noninteractive")
     if not _apt_updated:
@@ -224,7 +236,15 @@ def apt_install(*packages: str) -> None:
     try:
         log(f"apt-get install {' '.join(missing)}")
         run(
-            [*prefix, "apt-get", "install", "-y", "-q", "--no-install-recommends", *missing],
+            [
+                *prefix,
+                "apt-get",
+                "install",
+                "-y",
+                "-q",
+                "--no-install-recommends",
+                *missing,
+            ],
             env=env,
         )
     finally:
@@ -235,6 +255,7 @@ def apt_install(*packages: str) -> None:
 def _dpkg_installed(package: str) -> bool:
     proc = subprocess.run(
         ["dpkg-query", "-W", "-f=${Status}", package],
+        check=False,
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -246,7 +267,11 @@ def ensure_venv(name: str, spec: str, probe: str) -> Path:
     """A venv under the cache holding exactly ``spec``; returns its directory."""
     venv = CACHE_DIR / "venv" / name
     marker = venv / ".bspump-installed"
-    if marker.is_file() and marker.read_text().strip() == spec and (venv / probe).exists():
+    if (
+        marker.is_file()
+        and marker.read_text().strip() == spec
+        and (venv / probe).exists()
+    ):
         return venv
     log(f"creating venv {venv} with {spec}")
     if venv.exists():
@@ -316,7 +341,9 @@ class Server:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.prepare()
         with open(self.log_file, "ab") as out:
-            out.write(f"\n===== [servers] starting {self.name} at {time.ctime()} =====\n".encode())
+            out.write(
+                f"\n===== [servers] starting {self.name} at {time.ctime()} =====\n".encode()
+            )
             out.flush()
             proc = subprocess.Popen(
                 self.command(),
@@ -372,7 +399,9 @@ class Server:
             time.sleep(0.1)
         if pid_alive(pid):
             if not quiet:
-                log(f"{self.name}: pid {pid} ignored SIGTERM for {STOP_TIMEOUT:.0f} s, sending SIGKILL")
+                log(
+                    f"{self.name}: pid {pid} ignored SIGTERM for {STOP_TIMEOUT:.0f} s, sending SIGKILL"
+                )
             self._signal(pid, signal.SIGKILL)
             deadline = time.monotonic() + 10
             while time.monotonic() < deadline and pid_alive(pid):
@@ -401,7 +430,9 @@ class Server:
             owner = f"pid {pid}" if pid is not None and pid_alive(pid) else "not ours"
             return f"up on {where} ({owner}); log {self.log_file}"
         if pid is not None and pid_alive(pid):
-            return f"NOT answering on {where} but pid {pid} is alive; log {self.log_file}"
+            return (
+                f"NOT answering on {where} but pid {pid} is alive; log {self.log_file}"
+            )
         return f"down ({where})"
 
 
@@ -476,7 +507,9 @@ class Mosquitto(Server):
 
     def prepare(self) -> None:
         (self.dir / "mosquitto.conf").write_text(
-            (HERE / "mosquitto" / "mosquitto.conf").read_text().replace("@PORT@", str(self.port))
+            (HERE / "mosquitto" / "mosquitto.conf")
+            .read_text()
+            .replace("@PORT@", str(self.port))
         )
 
     def command(self) -> list[str]:
@@ -505,7 +538,9 @@ class Kafka(Server):
             apt_install("maven")
         if self.lib_dir.exists():
             shutil.rmtree(self.lib_dir)
-        log(f"resolving Apache Kafka {KAFKA_VERSION} jars from Maven Central into {self.lib_dir}")
+        log(
+            f"resolving Apache Kafka {KAFKA_VERSION} jars from Maven Central into {self.lib_dir}"
+        )
         run(
             [
                 "mvn", "-q", "-B", "-f", HERE / "kafka" / "pom.xml",
@@ -515,7 +550,9 @@ class Kafka(Server):
             ]
         )  # fmt: skip
         if not (self.lib_dir / f"kafka_2.13-{KAFKA_VERSION}.jar").is_file():
-            raise HarnessError(f"kafka: Maven did not produce kafka_2.13-{KAFKA_VERSION}.jar")
+            raise HarnessError(
+                f"kafka: Maven did not produce kafka_2.13-{KAFKA_VERSION}.jar"
+            )
         marker.write_text(KAFKA_VERSION + "\n")
 
     def java(self, main: str, *args: str) -> list[str]:
@@ -539,15 +576,23 @@ class Kafka(Server):
             .replace("@CONTROLLER_PORT@", str(self.controller_port))
             .replace("@DATA_DIR@", str(self.data_dir))
         )
-        shutil.copyfile(HERE / "kafka" / "log4j2.properties", self.dir / "log4j2.properties")
+        shutil.copyfile(
+            HERE / "kafka" / "log4j2.properties", self.dir / "log4j2.properties"
+        )
         if (self.data_dir / "meta.properties").is_file():
             return
         if self.data_dir.exists():
             shutil.rmtree(self.data_dir)
         cluster_id = ""
         while not cluster_id or cluster_id.startswith("-"):
-            cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
-        run(self.java("kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)))
+            cluster_id = (
+                base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+            )
+        run(
+            self.java(
+                "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)
+            )
+        )
 
     def command(self) -> list[str]:
         return self.java("kafka.Kafka", str(self.dir / "server.properties"))
@@ -567,11 +612,15 @@ class FerretDB(Server):
     def install(self) -> None:
         if self.binary.is_file():
             return
-        go = shutil.which("go") or ("/usr/local/go/bin/go" if Path("/usr/local/go/bin/go").exists() else None)
+        go = shutil.which("go") or (
+            "/usr/local/go/bin/go" if Path("/usr/local/go/bin/go").exists() else None
+        )
         if go is None:
             apt_install("golang-go")
             go = "go"
-        log(f"building FerretDB {FERRETDB_VERSION} with {go} (sources from the Go module proxy)")
+        log(
+            f"building FerretDB {FERRETDB_VERSION} with {go} (sources from the Go module proxy)"
+        )
         env = dict(
             os.environ,
             GOMODCACHE=str(CACHE_DIR / "go" / "mod"),
@@ -584,10 +633,15 @@ class FerretDB(Server):
         # the module zip lacks. So: fetch the module, copy it, write that file, build.
         proc = subprocess.run(
             [go, "mod", "download", "-json", f"{FERRETDB_MODULE}@{FERRETDB_VERSION}"],
-            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+            env=env,
+            check=False,
+            capture_output=True,
+            text=True,
+        )
         if proc.returncode != 0:
-            raise HarnessError(f"ferretdb: go mod download failed:\n{proc.stdout}\n{proc.stderr}")
+            raise HarnessError(
+                f"ferretdb: go mod download failed:\n{proc.stdout}\n{proc.stderr}"
+            )
         module_dir = Path(json.loads(proc.stdout)["Dir"])
         src = CACHE_DIR / "go" / "src" / f"ferretdb-{FERRETDB_VERSION}"
         if src.exists():
@@ -652,7 +706,9 @@ class Elasticsearch(Server):
         ensure_venv("noida-db", NOIDA_DB_SPEC, "bin/noida-db")
 
     def command(self) -> list[str]:
-        binary = site_packages(CACHE_DIR / "venv" / "noida-db") / "noida_db" / "noida-db"
+        binary = (
+            site_packages(CACHE_DIR / "venv" / "noida-db") / "noida_db" / "noida-db"
+        )
         binary.chmod(0o755)
         return [
             str(binary), "start",
@@ -667,7 +723,15 @@ class Elasticsearch(Server):
 
 
 SERVERS: dict[str, Server] = {
-    s.name: s for s in (PostgreSQL(), Mosquitto(), Kafka(), FerretDB(), SecantusDB(), Elasticsearch())
+    s.name: s
+    for s in (
+        PostgreSQL(),
+        Mosquitto(),
+        Kafka(),
+        FerretDB(),
+        SecantusDB(),
+        Elasticsearch(),
+    )
 }
 ACTIONS = ("install", "start", "stop", "restart", "status")
 
@@ -684,7 +748,10 @@ def main(argv: Sequence[str]) -> int:
         return 0 if argv else 2
     action, names = argv[0], list(argv[1:]) or ["all"]
     if action not in ACTIONS:
-        print(f"unknown action {action!r}; expected one of {', '.join(ACTIONS)}", file=sys.stderr)
+        print(
+            f"unknown action {action!r}; expected one of {', '.join(ACTIONS)}",
+            file=sys.stderr,
+        )
         return 2
     selected: list[Server] = []
     for name in names:
@@ -693,7 +760,10 @@ def main(argv: Sequence[str]) -> int:
         elif name in SERVERS:
             selected.append(SERVERS[name])
         else:
-            print(f"unknown server {name!r}; expected all or one of {', '.join(SERVERS)}", file=sys.stderr)
+            print(
+                f"unknown server {name!r}; expected all or one of {', '.join(SERVERS)}",
+                file=sys.stderr,
+            )
             return 2
     selected = list(dict.fromkeys(selected))
     SERVERS_DIR.mkdir(parents=True, exist_ok=True)
@@ -724,7 +794,9 @@ def main(argv: Sequence[str]) -> int:
             failures.append(server.name)
             print(f"{server.name:14} FAILED: {exc}", file=sys.stderr, flush=True)
     if action in ("install", "start", "restart"):
-        print(f"{'total':14} {time.monotonic() - t_all:6.1f} s ({action} {' '.join(s.name for s in selected)})")
+        print(
+            f"{'total':14} {time.monotonic() - t_all:6.1f} s ({action} {' '.join(s.name for s in selected)})"
+        )
     if failures:
         print(f"[servers] {action} failed for: {' '.join(failures)}", file=sys.stderr)
         return 1
