@@ -297,6 +297,7 @@ def site_packages(venv: Path) -> Path:
 class Server:
     name: str = ""
     port: int = 0
+    stop_signal: int = signal.SIGTERM
 
     @property
     def dir(self) -> Path:
@@ -380,10 +381,11 @@ class Server:
                     f"{tail_file(self.log_file)}"
                 )
             time.sleep(0.2)
+        tail = tail_file(self.log_file)  # before stopping: the state at the time-out
         self.stop(quiet=True)
         raise HarnessError(
-            f"{self.name} did not answer on {HOST}:{self.port} within {START_TIMEOUT:.0f} s; "
-            f"log {self.log_file}:\n{tail_file(self.log_file)}"
+            f"{self.name} did not answer on {HOST}:{self.port} within {START_TIMEOUT:.0f} s "
+            f"and was stopped; log {self.log_file}:\n{tail}"
         )
 
     def stop(self, quiet: bool = False) -> str:
@@ -393,14 +395,14 @@ class Server:
         if not pid_alive(pid):
             self.pid_file.unlink(missing_ok=True)
             return f"not running (stale PID file, pid {pid})"
-        self._signal(pid, signal.SIGTERM)
+        self._signal(pid, self.stop_signal)
         deadline = time.monotonic() + STOP_TIMEOUT
         while time.monotonic() < deadline and pid_alive(pid):
             time.sleep(0.1)
         if pid_alive(pid):
             if not quiet:
                 log(
-                    f"{self.name}: pid {pid} ignored SIGTERM for {STOP_TIMEOUT:.0f} s, sending SIGKILL"
+                    f"{self.name}: pid {pid} ignored {signal.Signals(self.stop_signal).name} for {STOP_TIMEOUT:.0f} s, sending SIGKILL"
                 )
             self._signal(pid, signal.SIGKILL)
             deadline = time.monotonic() + 10
@@ -439,6 +441,8 @@ class Server:
 class PostgreSQL(Server):
     name = "postgresql"
     port = 5432
+    # SIGINT is PostgreSQL's "fast shutdown"; SIGTERM ("smart") would wait for clients.
+    stop_signal = signal.SIGINT
     bindir = Path(f"/usr/lib/postgresql/{PG_MAJOR}/bin")
 
     def install(self) -> None:
@@ -483,19 +487,6 @@ class PostgreSQL(Server):
 
     def probe(self) -> bool:
         return probe_postgres(self.port)
-
-    def stop(self, quiet: bool = False) -> str:
-        pid = self.read_pid()
-        if pid is not None and pid_alive(pid):
-            # SIGINT is PostgreSQL's "fast shutdown"; SIGTERM (the default) waits for clients.
-            try:
-                os.kill(pid, signal.SIGINT)
-            except ProcessLookupError:
-                pass
-            deadline = time.monotonic() + STOP_TIMEOUT
-            while time.monotonic() < deadline and pid_alive(pid):
-                time.sleep(0.1)
-        return super().stop(quiet)
 
 
 class Mosquitto(Server):
