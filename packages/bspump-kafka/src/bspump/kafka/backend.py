@@ -1,0 +1,91 @@
+"""The contract between KafkaSource/KafkaSink and a client library (aiokafka or confluent-kafka).
+
+Partitions are plain ``(topic, partition)`` tuples everywhere, so positions tracked by the source do not
+depend on the client. Backends are imported lazily: confluent-kafka is an optional extra.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any, NamedTuple, Protocol
+
+from .options import ClientOptions, ConsumerSettings, ProducerSettings
+
+Partition = tuple[str, int]
+
+#: One outgoing message: (topic, key, value, headers).
+OutRecord = tuple[str, bytes | None, bytes | None, Sequence[tuple[str, bytes]] | None]
+
+#: Called once per ``send`` call, on the event loop, when every record of the call is settled, with the
+#: ``(index, error)`` of each record the broker did not take.
+SendDone = Callable[[list[tuple[int, BaseException]]], None]
+
+#: Called when partitions are revoked; returns the offsets to commit for them before they go.
+RevokeHandler = Callable[[list[Partition]], Awaitable[dict[Partition, int]]]
+AssignHandler = Callable[[list[Partition]], None]
+
+
+class Fetched(NamedTuple):
+    """One fetched batch: raw values, one context per value, and the next offset per partition."""
+
+    values: list[bytes | None]
+    contexts: list[dict[str, Any]]
+    positions: dict[Partition, int]
+
+
+class ConsumerClient(Protocol):
+    """A group member that fetches batches and commits explicit offsets."""
+
+    async def start(self) -> None: ...
+
+    async def fetch(self, max_records: int, timeout: float) -> Fetched: ...
+
+    async def commit(self, offsets: Mapping[Partition, int]) -> None: ...
+
+    def assignment(self) -> set[Partition]: ...
+
+    async def close(self) -> None: ...
+
+
+class ProducerClient(Protocol):
+    """A producer that reports each record's broker acknowledgement."""
+
+    async def start(self) -> None: ...
+
+    async def send(self, records: list[OutRecord], done: SendDone) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+class Backend(Protocol):
+    """A client library adapter."""
+
+    name: str
+
+    def consumer(
+        self,
+        options: ClientOptions,
+        settings: ConsumerSettings,
+        on_assign: AssignHandler,
+        on_revoke: RevokeHandler,
+        revoke_timeout: float,
+    ) -> ConsumerClient: ...
+
+    def producer(self, options: ClientOptions, settings: ProducerSettings) -> ProducerClient: ...
+
+    async def probe(self, options: ClientOptions, timeout: float) -> None: ...
+
+    def is_transient(self, error: BaseException) -> bool: ...
+
+    def is_link_error(self, error: BaseException) -> bool: ...
+
+
+_MODULES = {"aiokafka": "bspump.kafka.aiokafka_backend", "confluent": "bspump.kafka.confluent_backend"}
+
+
+def load_backend(name: str) -> Backend:
+    """The backend for ``client = name``; raises ImportError naming what to install."""
+    module = importlib.import_module(_MODULES[name])
+    backend: Backend = module.BACKEND
+    return backend

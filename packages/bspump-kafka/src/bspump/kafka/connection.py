@@ -1,0 +1,140 @@
+"""KafkaConnection: where the cluster is, how to authenticate, and which client library to use."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import bspump
+
+from .backend import Backend, load_backend
+from .options import CLIENTS, SASL_MECHANISMS, SECURITY_PROTOCOLS, ClientOptions
+
+if TYPE_CHECKING:
+    from bspump import BSPumpApplication
+
+log = logging.getLogger("bspump.kafka")
+
+
+class KafkaConnection(bspump.Connection):
+    """A Kafka cluster shared by every :class:`KafkaSource` and :class:`KafkaSink` that names it.
+
+    Configured in ``[connection:ID]``::
+
+        [connection:KafkaConnection]
+        bootstrap_servers = kafka-1:9092, kafka-2:9092
+        security_protocol = SASL_SSL
+        sasl_mechanism = SCRAM-SHA-512
+        sasl_plain_username = pump
+        sasl_plain_password = ${KAFKA_PASSWORD}
+        ssl_cafile = /etc/kafka/ca.pem
+        client = confluent          # aiokafka (default) or confluent
+
+    Each source owns a consumer (its group membership) and each sink a producer, both built from these
+    options; the client libraries keep their own sockets alive. The connection is the health gate: it is
+    ready once cluster metadata could be fetched with these settings, and when a source or sink reports
+    that the cluster is unreachable it probes again with backoff while the pipelines that use it pause.
+    """
+
+    ConfigDefaults: ClassVar[dict[str, Any]] = {
+        "client": "aiokafka",
+        "bootstrap_servers": "localhost:9092",
+        "client_id": "bspump",
+        "security_protocol": "PLAINTEXT",
+        "sasl_mechanism": "",
+        "sasl_plain_username": "",
+        "sasl_plain_password": "",
+        "sasl_kerberos_service_name": "kafka",
+        "ssl_cafile": "",
+        "ssl_certfile": "",
+        "ssl_keyfile": "",
+        "ssl_password": "",
+        "ssl_check_hostname": True,
+        "request_timeout_ms": 40000,
+        "metadata_max_age_ms": 300000,
+        "retry_backoff_ms": 100,
+        "connections_max_idle_ms": 540000,
+    }
+
+    def __init__(
+        self,
+        app: BSPumpApplication,
+        connection_id: str | None = None,
+        config: Mapping[str, Any] | None = None,
+    ) -> None:
+        super().__init__(app, connection_id, config=config)
+        self.client = self._choice("client", CLIENTS, lower=True)
+        self.options = self._read_options()
+        try:
+            self.backend: Backend = load_backend(self.client)
+        except ImportError as exc:
+            raise self.Config.error(
+                "client",
+                f"client = {self.client} needs a library that is not installed ({exc}); "
+                "install it with: pip install 'bspump-kafka[confluent]'",
+            ) from None
+
+    def _choice(self, key: str, choices: tuple[str, ...], lower: bool = False) -> str:
+        value = str(self.Config.get(key) or "").strip()
+        value = value.lower() if lower else value.upper()
+        if value not in choices:
+            raise self.Config.error(key, f"expected one of {', '.join(choices)}, got {value!r}")
+        return value
+
+    def _read_options(self) -> ClientOptions:
+        config = self.Config
+        servers = tuple(config.getlist("bootstrap_servers"))
+        if not servers:
+            raise config.error("bootstrap_servers", "is required: host:port of at least one broker")
+        protocol = self._choice("security_protocol", SECURITY_PROTOCOLS)
+        mechanism = str(config.get("sasl_mechanism") or "").strip().upper()
+        if protocol.startswith("SASL_"):
+            mechanism = mechanism or "PLAIN"
+            if mechanism not in SASL_MECHANISMS:
+                raise config.error("sasl_mechanism",
+                                   f"expected one of {', '.join(SASL_MECHANISMS)}, got {mechanism!r}")
+            if mechanism in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512") and not (
+                config.get("sasl_plain_username") and config.get("sasl_plain_password")
+            ):
+                raise config.error("sasl_plain_username",
+                                   f"security_protocol = {protocol} with sasl_mechanism = {mechanism} needs "
+                                   "sasl_plain_username and sasl_plain_password")
+        elif mechanism:
+            raise config.error("sasl_mechanism",
+                               f"is set but security_protocol = {protocol} does not use SASL; "
+                               "choose SASL_PLAINTEXT or SASL_SSL")
+        return ClientOptions(
+            bootstrap_servers=servers,
+            client_id=str(config.get("client_id")),
+            security_protocol=protocol,
+            sasl_mechanism=mechanism,
+            sasl_plain_username=str(config.get("sasl_plain_username") or ""),
+            sasl_plain_password=str(config.get("sasl_plain_password") or ""),
+            sasl_kerberos_service_name=str(config.get("sasl_kerberos_service_name")),
+            ssl_cafile=str(config.get("ssl_cafile") or ""),
+            ssl_certfile=str(config.get("ssl_certfile") or ""),
+            ssl_keyfile=str(config.get("ssl_keyfile") or ""),
+            ssl_password=str(config.get("ssl_password") or ""),
+            ssl_check_hostname=config.getboolean("ssl_check_hostname"),
+            request_timeout_ms=config.getint("request_timeout_ms"),
+            metadata_max_age_ms=config.getint("metadata_max_age_ms"),
+            retry_backoff_ms=config.getint("retry_backoff_ms"),
+            connections_max_idle_ms=config.getint("connections_max_idle_ms"),
+        )
+
+    async def connect(self) -> None:
+        """Fetch cluster metadata once with the configured address, TLS and credentials."""
+        timeout = max(self.options.request_timeout_ms / 1000, 1.0)
+        await self.backend.probe(self.options, timeout)
+
+    async def disconnect(self) -> None:
+        """Nothing to release: sources and sinks own their clients and close them themselves."""
+
+    def is_link_error(self, error: BaseException) -> bool:
+        """Whether ``error`` (from a client of this connection) says the cluster is unreachable."""
+        return self.backend.is_link_error(error)
+
+    def __repr__(self) -> str:
+        return (f"<KafkaConnection {self.id!r} {self.state.value} client={self.client} "
+                f"servers={','.join(self.options.bootstrap_servers)} {self.options.security_protocol}>")

@@ -1,0 +1,356 @@
+"""KafkaSink: produces events and acknowledges them upstream only when the broker confirmed them."""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+from collections import deque
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import orjson
+
+import bspump
+
+from .backend import OutRecord, ProducerClient
+from .connection import KafkaConnection
+from .options import ACKS, COMPRESSION_TYPES, ProducerSettings
+
+if TYPE_CHECKING:
+    from bspump import BSPumpApplication, Pipeline
+
+log = logging.getLogger("bspump.kafka")
+
+FORMATS = ("auto", "bytes", "text", "json")
+
+#: Context keys the pipeline sets on dead-lettered events; the sink turns them into message headers.
+ERROR_KEYS = ("error", "error_type", "error_component", "error_pipeline")
+#: Where a dead-lettered event was read, when its source says so; sent as ``source_<key>`` headers.
+POSITION_KEYS = ("topic", "partition", "offset")
+
+
+class KafkaSink(bspump.Sink):
+    """Produces every event to ``topic`` and acknowledges it once the broker confirmed the write.
+
+    Topic: ``topic_field`` (a key of dict events) or ``topic_context_key`` (a context key a processor
+    set) when present, else the fixed ``topic``. Key: ``key_field`` of dict events, else the context's
+    ``key`` (what KafkaSource read, so a topic-to-topic pipeline keeps its keys and partitioning) unless
+    ``key_from_context = false``. Headers: the context's ``headers`` unless ``headers_from_context = false``.
+    Values: ``format = auto`` writes bytes as they are, strings as UTF-8 and anything else as JSON;
+    ``json``, ``text`` and ``bytes`` force one encoding.
+
+    Producer: ``acks`` (all, 1, 0; default all), ``compression_type`` (none, gzip, snappy, lz4, zstd),
+    ``linger_ms``, ``max_batch_size`` (bytes per partition batch), ``max_request_size``,
+    ``enable_idempotence``.
+
+    Failures: while the cluster is unreachable (or a partition has no leader) unacknowledged events are
+    sent again with backoff for as long as it takes, and the pipeline pauses through the connection.
+    Events the broker refuses for good (too large, not authorised, cannot be encoded) follow the
+    pipeline's error policy. As the dead-letter sink, the error (``error``, ``error_type``,
+    ``error_component``, ``error_pipeline``) and the original ``source_topic``, ``source_partition`` and
+    ``source_offset`` travel as message headers. At stop, everything accepted is flushed and confirmed.
+    """
+
+    ConfigDefaults: ClassVar[dict[str, Any]] = {
+        "topic": "",
+        "topic_field": "",
+        "topic_context_key": "",
+        "key_field": "",
+        "key_from_context": True,
+        "headers_from_context": True,
+        "format": "auto",
+        "acks": "all",
+        "compression_type": "none",
+        "linger_ms": 5,
+        "max_batch_size": 262144,
+        "max_request_size": 1048576,
+        "enable_idempotence": False,
+    }
+
+    def __init__(
+        self,
+        app: BSPumpApplication,
+        pipeline: Pipeline,
+        id: str | None = None,
+        config: Mapping[str, Any] | None = None,
+        connection: str | None = None,
+    ) -> None:
+        super().__init__(app, pipeline, id=id, config=config, connection=connection)
+        if self.connection is None:
+            self.connection = self.use_connection("KafkaConnection")
+        if not isinstance(self.connection, KafkaConnection):
+            raise self.Config.error("connection", f"{self.connection!r} is not a KafkaConnection")
+        self.kafka: KafkaConnection = self.connection
+        config = self.Config
+        self.topic = str(config.get("topic") or "")
+        self.topic_field = str(config.get("topic_field") or "")
+        self.topic_context_key = str(config.get("topic_context_key") or "")
+        if not (self.topic or self.topic_field or self.topic_context_key):
+            raise config.error("topic", "is required (or topic_field / topic_context_key to take the topic "
+                                        "from each event or its context)")
+        self.key_field = str(config.get("key_field") or "")
+        self.key_from_context = config.getboolean("key_from_context")
+        self.headers_from_context = config.getboolean("headers_from_context")
+        self.format = str(config.get("format")).strip().lower()
+        if self.format not in FORMATS:
+            raise config.error("format", f"expected one of {', '.join(FORMATS)}, got {self.format!r}")
+        acks = str(config.get("acks")).strip().lower()
+        acks = {"-1": "all"}.get(acks, acks)
+        if acks not in ACKS:
+            raise config.error("acks", f"expected one of {', '.join(ACKS)}, got {acks!r}")
+        compression = str(config.get("compression_type") or "none").strip().lower()
+        if compression not in COMPRESSION_TYPES:
+            raise config.error("compression_type",
+                               f"expected one of {', '.join(COMPRESSION_TYPES)}, got {compression!r}")
+        self.settings = ProducerSettings(
+            acks=acks,
+            compression_type=compression,
+            linger_ms=config.getint("linger_ms"),
+            max_batch_size=config.getint("max_batch_size"),
+            max_request_size=config.getint("max_request_size"),
+            enable_idempotence=config.getboolean("enable_idempotence"),
+        )
+        self.producer: ProducerClient | None = None
+        self._queue: deque[tuple[bspump.Batch, int]] = deque()
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._outstanding = 0
+        self._writer: asyncio.Task[None] | None = None
+        self._backoff = pipeline.retry_backoff()
+        self.sent = 0
+        self.resent = 0
+
+    # -- framework API ------------------------------------------------------------------------------------
+    def put(self, batch: bspump.Batch) -> None:
+        self._queue.append((batch, 0))
+        self._idle.clear()
+        self._wake.set()
+
+    async def start(self) -> None:
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_loop(), name=f"sink:{self.qualified_id}")
+
+    async def flush(self) -> None:
+        """Wait until every event put so far is confirmed by the broker (or handed to the error policy)."""
+        writer = self._writer
+        if writer is None:
+            return
+        idle = asyncio.create_task(self._idle.wait())
+        done, _ = await asyncio.wait({idle, writer}, return_when=asyncio.FIRST_COMPLETED)
+        if idle not in done:
+            idle.cancel()
+        if writer in done and not writer.cancelled() and writer.exception() is not None:
+            raise writer.exception()  # type: ignore[misc]
+
+    async def close(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
+        producer, self.producer = self.producer, None
+        if producer is not None:
+            await producer.close()
+
+    # -- writing ------------------------------------------------------------------------------------------
+    async def _write_loop(self) -> None:
+        queue = self._queue
+        kafka = self.kafka
+        while True:
+            if not queue:
+                if self._outstanding == 0:
+                    self._idle.set()
+                self._wake.clear()
+                await self._wake.wait()
+                continue
+            batch, attempt = queue.popleft()
+            if attempt:
+                await asyncio.sleep(self._backoff.next_delay())
+            if not kafka.ready:
+                await kafka.wait_ready()
+            producer = self.producer or await self._start_producer()
+            await self._send(producer, batch, attempt)
+
+    async def _start_producer(self) -> ProducerClient:
+        kafka = self.kafka
+        backoff = self.pipeline.retry_backoff()
+        while True:
+            producer = kafka.backend.producer(kafka.options, self.settings)
+            try:
+                await producer.start()
+            except Exception as exc:
+                if not kafka.backend.is_transient(exc):
+                    raise
+                delay = backoff.next_delay()
+                log.warning("%s: starting the producer failed (%s: %s); retrying in %.2fs",
+                            self.qualified_id, type(exc).__name__, exc, delay)
+                if kafka.is_link_error(exc):
+                    kafka.report_failure(exc)
+                await asyncio.sleep(delay)
+                await kafka.wait_ready()
+                continue
+            self.producer = producer
+            return producer
+
+    async def _send(self, producer: ProducerClient, batch: bspump.Batch, attempt: int) -> None:
+        records, index_map, failures = self.encode(batch)
+        if not records:
+            self._settled(batch, attempt, index_map, failures, [])
+            return
+        self._outstanding += 1
+        done = functools.partial(self._settled, batch, attempt, index_map, failures)
+        try:
+            await producer.send(records, done)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # nothing of this call is known to be sent
+            log.debug("%s: send raised", self.qualified_id, exc_info=True)
+            done([(i, exc) for i in range(len(records))])
+
+    def encode(self, batch: bspump.Batch) -> tuple[list[OutRecord], list[int] | None, list[tuple[int, BaseException]]]:
+        """The records of ``batch``; ``index_map[i]`` is the batch index of record ``i`` when some failed."""
+        records: list[OutRecord] = []
+        append = records.append
+        index_map: list[int] | None = None
+        failures: list[tuple[int, BaseException]] = []
+        topic = self.topic
+        dynamic_topic = bool(self.topic_field or self.topic_context_key)
+        key_field = self.key_field
+        key_from_context = self.key_from_context
+        headers_from_context = self.headers_from_context
+        fmt = self.format
+        dumps = orjson.dumps
+        for index, (context, event) in enumerate(batch):
+            try:
+                if dynamic_topic:
+                    topic = self._topic_of(context, event)
+                kind = type(event)
+                if fmt == "auto":
+                    if kind is bytes:
+                        value = event
+                    elif kind is str:
+                        value = event.encode()
+                    elif event is None:
+                        value = None
+                    else:
+                        value = dumps(event, default=_json_default)
+                else:
+                    value = _encode(event, fmt)
+                key: Any = None
+                if key_field and kind is dict:
+                    key = event.get(key_field)
+                if key is None and key_from_context:
+                    key = context.get("key")
+                if key is not None and type(key) is not bytes:
+                    key = key.encode() if type(key) is str else str(key).encode()
+                headers = context.get("headers") if headers_from_context else None
+                if "error" in context:
+                    headers = _error_headers(context, headers)
+                elif headers is not None and type(headers) is not list:
+                    headers = list(headers)
+            except Exception as exc:
+                if index_map is None:
+                    index_map = list(range(index))
+                failures.append((index, exc))
+                continue
+            append((topic, key, value, headers))
+            if index_map is not None:
+                index_map.append(index)
+        return records, index_map, failures
+
+    def _topic_of(self, context: Mapping[str, Any], event: Any) -> str:
+        topic = None
+        if self.topic_field and isinstance(event, Mapping):
+            topic = event.get(self.topic_field)
+        if not topic and self.topic_context_key:
+            topic = context.get(self.topic_context_key)
+        topic = topic or self.topic
+        if not topic:
+            raise ValueError(f"no topic: the event has no {self.topic_field or self.topic_context_key!r} and "
+                             "no fixed topic is configured")
+        return str(topic)
+
+    def _settled(
+        self,
+        batch: bspump.Batch,
+        attempt: int,
+        index_map: list[int] | None,
+        encode_failures: list[tuple[int, BaseException]],
+        send_failures: list[tuple[int, BaseException]],
+    ) -> None:
+        """Runs on the event loop once the broker answered for every record of one send."""
+        total = len(batch) - len(encode_failures)
+        written = total - len(send_failures)
+        if total:
+            self._outstanding -= 1
+        if written:
+            self.sent += written
+            batch.delivery.ack(written)
+        if send_failures:
+            self._retry_or_fail(batch, attempt, index_map, send_failures)
+        else:
+            self._backoff = self.pipeline.retry_backoff()
+        for index, error in encode_failures:
+            self.pipeline.handle_sink_failure(self, batch, index, error)
+        if self._outstanding == 0 and not self._queue:
+            self._idle.set()
+
+    def _retry_or_fail(
+        self,
+        batch: bspump.Batch,
+        attempt: int,
+        index_map: list[int] | None,
+        failures: list[tuple[int, BaseException]],
+    ) -> None:
+        backend = self.kafka.backend
+        transient: list[int] = []
+        first: BaseException | None = None
+        for record_index, error in failures:
+            index = record_index if index_map is None else index_map[record_index]
+            if backend.is_transient(error):
+                transient.append(index)
+                first = first or error
+            else:
+                self.pipeline.handle_sink_failure(self, batch, index, error)
+        if transient:
+            assert first is not None
+            log.warning("%s: %d events not confirmed by the broker (%s: %s); sending them again (attempt %d)",
+                        self.qualified_id, len(transient), type(first).__name__, first, attempt + 1)
+            self.resent += len(transient)
+            self._queue.appendleft((batch.subset(transient), attempt + 1))
+            self._idle.clear()
+            self._wake.set()
+            if self.kafka.is_link_error(first):
+                self.kafka.report_failure(first)
+
+
+def _encode(event: Any, fmt: str) -> bytes | None:
+    if event is None:
+        return None
+    if fmt == "json":
+        return orjson.dumps(event, default=_json_default)
+    if fmt == "text":
+        return event.encode() if isinstance(event, str) else str(event).encode()
+    if isinstance(event, bytes | bytearray | memoryview):
+        return bytes(event)
+    raise TypeError(f"format = bytes needs bytes events, got {type(event).__name__}")
+
+
+def _json_default(value: Any) -> Any:
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value).decode("utf-8", errors="replace")
+    if isinstance(value, set | frozenset):
+        return sorted(value, key=repr)
+    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+def _error_headers(context: Mapping[str, Any], headers: Sequence[tuple[str, bytes]] | None) -> list[tuple[str, bytes]]:
+    result = list(headers or ())
+    for key in ERROR_KEYS:
+        if context.get(key) is not None:
+            result.append((key, str(context[key]).encode("utf-8", errors="replace")))
+    for key in POSITION_KEYS:
+        if context.get(key) is not None:
+            result.append((f"source_{key}", str(context[key]).encode()))
+    return result

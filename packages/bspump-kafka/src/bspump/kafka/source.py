@@ -1,0 +1,309 @@
+"""KafkaSource: a consumer-group member that commits offsets only after the pipeline acknowledged them."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import re
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import orjson
+
+import bspump
+from bspump.config import Seconds
+
+from .backend import ConsumerClient, Fetched, Partition
+from .connection import KafkaConnection
+from .options import ISOLATION_LEVELS, OFFSET_RESETS, ConsumerSettings
+
+if TYPE_CHECKING:
+    from bspump import BSPumpApplication, Pipeline
+
+log = logging.getLogger("bspump.kafka")
+
+FORMATS = ("bytes", "text", "json")
+KEY_FORMATS = ("bytes", "text")
+
+
+class KafkaSource(bspump.Source):
+    """Reads ``topics`` (or every topic matching ``topic_pattern``) as a member of ``group_id``.
+
+    Each fetch of up to ``batch_size`` records becomes one batch for the pipeline. Every event carries
+    ``topic``, ``partition``, ``offset``, ``key``, ``timestamp`` (ms) and ``headers`` in its context.
+    ``format`` decodes values: ``bytes`` (as is), ``text`` (UTF-8) or ``json``; a value that does not
+    decode goes to the pipeline's error policy (e.g. to the dead-letter sink) with its position.
+
+    Delivery: offsets are committed only for events the sink acknowledged (or the pipeline deliberately
+    dropped or dead-lettered), per partition, up to the highest contiguous acknowledged offset, every
+    ``commit_interval``, when partitions are revoked (after waiting up to ``revoke_timeout`` for their
+    in-flight events) and at stop. After a crash the group re-reads from the last commit: at least once.
+    The source does not fetch while the pipeline is throttled, so memory stays bounded.
+
+    ``group_id`` defaults to the pipeline ID, so the same pipeline started in several processes forms
+    one consumer group and shares the partitions. ``auto_offset_reset`` defaults to ``earliest``: a new
+    group reads what is already in the topic rather than silently skipping it.
+    """
+
+    ConfigDefaults: ClassVar[dict[str, Any]] = {
+        "topics": [],
+        "topic_pattern": "",
+        "group_id": "",
+        "auto_offset_reset": "earliest",
+        "format": "bytes",
+        "key_format": "bytes",
+        "batch_size": 1000,
+        "fetch_timeout": Seconds(0.5),
+        "commit_interval": Seconds(1.0),
+        "revoke_timeout": Seconds(10.0),
+        "session_timeout_ms": 10000,
+        "heartbeat_interval_ms": 3000,
+        "max_poll_interval_ms": 300000,
+        "fetch_max_wait_ms": 500,
+        "fetch_min_bytes": 1,
+        "fetch_max_bytes": 52428800,
+        "max_partition_fetch_bytes": 1048576,
+        "isolation_level": "read_uncommitted",
+    }
+
+    def __init__(
+        self,
+        app: BSPumpApplication,
+        pipeline: Pipeline,
+        id: str | None = None,
+        config: Mapping[str, Any] | None = None,
+        connection: str | None = None,
+    ) -> None:
+        super().__init__(app, pipeline, id=id, config=config, connection=connection)
+        if self.connection is None:
+            self.connection = self.use_connection("KafkaConnection")
+        if not isinstance(self.connection, KafkaConnection):
+            raise self.Config.error("connection", f"{self.connection!r} is not a KafkaConnection")
+        self.kafka: KafkaConnection = self.connection
+        config = self.Config
+        topics = tuple(config.getlist("topics"))
+        pattern = str(config.get("topic_pattern") or "")
+        if bool(topics) == bool(pattern):
+            raise config.error("topics", "set either topics (a comma-separated list) or topic_pattern "
+                                         "(a regular expression), not both and not neither")
+        if pattern:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise config.error("topic_pattern", f"is not a valid regular expression: {exc}") from None
+        self.format = _choice(config, "format", FORMATS, {"utf-8": "text", "utf8": "text", "raw": "bytes"})
+        self.key_format = _choice(config, "key_format", KEY_FORMATS, {"utf-8": "text", "utf8": "text"})
+        self.batch_size = config.getint("batch_size")
+        if self.batch_size < 1:
+            raise config.error("batch_size", "must be at least 1")
+        self.fetch_timeout = config.getseconds("fetch_timeout")
+        self.commit_interval = config.getseconds("commit_interval")
+        self.revoke_timeout = config.getseconds("revoke_timeout")
+        self.settings = ConsumerSettings(
+            group_id=str(config.get("group_id") or "") or str(getattr(pipeline, "id", "") or self.id),
+            topics=topics,
+            topic_pattern=pattern,
+            auto_offset_reset=_choice(config, "auto_offset_reset", OFFSET_RESETS,
+                                      {"smallest": "earliest", "largest": "latest"}),
+            session_timeout_ms=config.getint("session_timeout_ms"),
+            heartbeat_interval_ms=config.getint("heartbeat_interval_ms"),
+            max_poll_interval_ms=config.getint("max_poll_interval_ms"),
+            fetch_max_wait_ms=config.getint("fetch_max_wait_ms"),
+            fetch_min_bytes=config.getint("fetch_min_bytes"),
+            fetch_max_bytes=config.getint("fetch_max_bytes"),
+            max_partition_fetch_bytes=config.getint("max_partition_fetch_bytes"),
+            isolation_level=_choice(config, "isolation_level", ISOLATION_LEVELS, {}),
+        )
+        self.tracker = bspump.PositionTracker()
+        self.client: ConsumerClient | None = None
+        self._uncommitted: dict[Partition, int] = {}
+        self.records_fetched = 0
+        self.commits = 0
+
+    @property
+    def group_id(self) -> str:
+        """The consumer group this source joins."""
+        return self.settings.group_id
+
+    # -- reading ------------------------------------------------------------------------------------------
+    async def main(self) -> None:
+        kafka = self.kafka
+        backoff = self.pipeline.retry_backoff()
+        while self.client is None:
+            await kafka.wait_ready()
+            client = kafka.backend.consumer(kafka.options, self.settings, self._assigned, self._revoked,
+                                            self.revoke_timeout)
+            try:
+                await client.start()
+            except Exception as exc:
+                await _quietly(client.close())
+                if not kafka.backend.is_transient(exc):
+                    raise
+                delay = backoff.next_delay()
+                log.warning("%s: starting the consumer failed (%s: %s); retrying in %.2fs",
+                            self.qualified_id, type(exc).__name__, exc, delay)
+                if kafka.is_link_error(exc):
+                    kafka.report_failure(exc)
+                await asyncio.sleep(delay)
+                continue
+            self.client = client
+        log.info("%s: consuming %s as group %r", self.qualified_id,
+                 self.settings.topic_pattern or ",".join(self.settings.topics), self.group_id)
+        await self._consume(self.client)
+
+    async def _consume(self, client: ConsumerClient) -> None:
+        pipeline = self.pipeline
+        loop = asyncio.get_running_loop()
+        interval = self.commit_interval
+        next_commit = loop.time() + interval
+        batch_size = self.batch_size
+        timeout = self.fetch_timeout
+        while True:
+            while not pipeline.ready:
+                # Do not fetch under backpressure; keep committing what the sink acknowledges meanwhile.
+                try:
+                    await asyncio.wait_for(pipeline.wait_ready(), interval)
+                except TimeoutError:
+                    await self.commit()
+                    next_commit = loop.time() + interval
+            fetched = await client.fetch(batch_size, timeout)
+            if fetched.values:
+                await self._emit(fetched)
+            if loop.time() >= next_commit:
+                await self.commit()
+                next_commit = loop.time() + interval
+
+    async def _emit(self, fetched: Fetched) -> None:
+        values, contexts, positions = fetched
+        self.records_fetched += len(values)
+        delivery = self.tracker.track(positions)
+        if self.key_format == "text":
+            for context in contexts:
+                key = context["key"]
+                if key is not None:
+                    context["key"] = key.decode("utf-8", errors="replace")
+        fmt = self.format
+        events: list[Any]
+        if fmt == "bytes":
+            events = values
+        else:
+            decode: Callable[[Any], Any] = orjson.loads if fmt == "json" else _decode_text
+            try:
+                events = [decode(v) for v in values]
+            except (ValueError, TypeError):
+                events, contexts = self._decode_each(values, contexts, decode, delivery)
+        await self.pipeline.emit(events, None, contexts, delivery)
+
+    def _decode_each(
+        self,
+        values: list[bytes | None],
+        contexts: list[dict[str, Any]],
+        decode: Callable[[Any], Any],
+        delivery: bspump.Delivery,
+    ) -> tuple[list[Any], list[dict[str, Any]]]:
+        events: list[Any] = []
+        kept: list[dict[str, Any]] = []
+        for value, context in zip(values, contexts, strict=True):
+            if value is None:  # a tombstone: no value to decode, pass it on as None
+                events.append(None)
+                kept.append(context)
+                continue
+            try:
+                events.append(decode(value))
+            except (ValueError, TypeError) as exc:
+                # Raises PipelineStoppedError under error_policy = stop; the offset stays uncommitted.
+                self.pipeline.reject(self, context, value, exc, delivery)
+                continue
+            kept.append(context)
+        return events, kept
+
+    # -- committing ---------------------------------------------------------------------------------------
+    async def commit(self) -> None:
+        """Commit every acknowledged position of the partitions this member still owns."""
+        client = self.client
+        pending = self._uncommitted
+        pending.update(self.tracker.take_committable())
+        if client is None or not pending:
+            return
+        assigned = client.assignment()
+        offsets = {p: o for p, o in pending.items() if p in assigned}
+        pending.clear()  # positions of partitions we no longer own belong to their new owner
+        if not offsets:
+            return
+        try:
+            await client.commit(offsets)
+        except asyncio.CancelledError:
+            _keep_newest(pending, offsets)
+            raise
+        except Exception as exc:
+            backend = self.kafka.backend
+            if not backend.is_transient(exc):
+                log.warning("%s: commit failed (%s: %s); the partitions were probably rebalanced and their "
+                            "new owner re-reads from the previous commit", self.qualified_id,
+                            type(exc).__name__, exc)
+                return
+            log.warning("%s: commit failed (%s: %s); retrying with the next commit", self.qualified_id,
+                        type(exc).__name__, exc)
+            _keep_newest(pending, offsets)
+            if self.kafka.is_link_error(exc):
+                self.kafka.report_failure(exc)
+            return
+        self.commits += 1
+        log.debug("%s: committed %s", self.qualified_id, offsets)
+
+    def _assigned(self, partitions: list[Partition]) -> None:
+        log.info("%s: assigned %s", self.qualified_id, _describe(partitions))
+
+    async def _revoked(self, partitions: list[Partition]) -> dict[Partition, int]:
+        """Wait (bounded) for in-flight events of revoked partitions; return their offsets to commit."""
+        drained = await self.tracker.wait_drained(partitions, self.revoke_timeout)
+        if not drained:
+            log.warning("%s: %d batches of revoked partitions still unacknowledged after revoke_timeout=%ss; "
+                        "the next owner processes them again", self.qualified_id,
+                        self.tracker.pending(partitions), self.revoke_timeout)
+        self._uncommitted.update(self.tracker.take_committable())
+        offsets = {p: self._uncommitted.pop(p) for p in partitions if p in self._uncommitted}
+        self.tracker.forget(partitions)
+        log.info("%s: revoked %s; committing %s", self.qualified_id, _describe(partitions), offsets or "nothing")
+        return offsets
+
+    # -- stopping -----------------------------------------------------------------------------------------
+    async def on_drained(self) -> None:
+        await self.commit()
+
+    async def close(self) -> None:
+        client, self.client = self.client, None
+        if client is not None:
+            await client.close()
+
+
+def _decode_text(value: bytes) -> str:
+    return value.decode("utf-8")
+
+
+def _keep_newest(pending: dict[Partition, int], offsets: Mapping[Partition, int]) -> None:
+    for partition, offset in offsets.items():
+        if pending.get(partition, -1) < offset:
+            pending[partition] = offset
+
+
+def _choice(config: Any, key: str, choices: tuple[str, ...], aliases: Mapping[str, str]) -> str:
+    value = str(config.get(key) or "").strip().lower()
+    value = aliases.get(value, value)
+    if value not in choices:
+        raise config.error(key, f"expected one of {', '.join(choices)}, got {value!r}")
+    return value
+
+
+def _describe(partitions: list[Partition]) -> str:
+    by_topic: dict[str, list[int]] = {}
+    for topic, partition in partitions:
+        by_topic.setdefault(topic, []).append(partition)
+    return "; ".join(f"{t}[{','.join(map(str, sorted(p)))}]" for t, p in sorted(by_topic.items())) or "nothing"
+
+
+async def _quietly(awaitable: Any) -> None:
+    try:
+        await awaitable
+    except Exception as exc:
+        log.debug("cleanup failed: %s", exc)
