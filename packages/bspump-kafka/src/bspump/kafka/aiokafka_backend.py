@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, ConsumerRebalanceListener, TopicPartition
@@ -22,7 +22,7 @@ from aiokafka.partitioner import murmur2
 from .backend import (
     AssignHandler,
     Fetched,
-    OutRecord,
+    OutBatch,
     Partition,
     RevokeHandler,
     SendDone,
@@ -129,6 +129,20 @@ class AiokafkaConsumer:
             await consumer.stop()
 
 
+_NO_HEADERS: list[tuple[str, bytes]] = []
+
+
+def _as_list(headers: Any) -> list[tuple[str, bytes]]:
+    """aiokafka's C record builder takes headers only as a list."""
+    if not headers:
+        return _NO_HEADERS
+    return headers if type(headers) is list else list(headers)
+
+
+def _too_large() -> kafka_errors.KafkaError:
+    return kafka_errors.MessageSizeTooLargeError("the record does not fit in a batch of max_batch_size bytes")
+
+
 class _SendState:
     """Counts the batches of one ``send`` call and reports once all are settled."""
 
@@ -140,7 +154,7 @@ class _SendState:
         self.remaining = 0
         self.sealed = False
 
-    def watch(self, future: asyncio.Future[Any], members: list[int]) -> None:
+    def watch(self, future: asyncio.Future[Any], members: Sequence[int]) -> None:
         self.remaining += 1
 
         def settled(fut: asyncio.Future[Any]) -> None:
@@ -181,62 +195,103 @@ class AiokafkaProducer:
             await self.close()
             raise
 
-    async def send(self, records: list[OutRecord], done: SendDone) -> None:
+    def _next_sticky(self, topic: str, count: int) -> int:
+        sticky = self._sticky[topic] = (self._sticky.get(topic, -1) + 1) % count
+        return sticky
+
+    async def send(self, out: OutBatch, done: SendDone) -> None:
+        state = _SendState(done)
+        if out.keys is None and out.topics is None:
+            await self._send_unkeyed(out, state)
+        else:
+            await self._send_general(out, state)
+        state.seal()
+
+    async def _send_unkeyed(self, out: OutBatch, state: _SendState) -> None:
+        """One topic, no keys: every record of the call goes to one partition, in as few batches as fit."""
         producer = self._producer
         assert producer is not None
-        state = _SendState(done)
-        groups: dict[Partition, list[int]] = {}
-        partitions_of: dict[str, list[int]] = {}
+        topic = out.topic
+        values = out.values
+        headers = out.headers
+        start = 0
         try:
-            for index, record in enumerate(records):
-                topic = record[0]
-                partitions = partitions_of.get(topic)
-                if partitions is None:
+            partitions = sorted(await producer.partitions_for(topic))
+            partition = partitions[self._next_sticky(topic, len(partitions))]
+            builder = producer.create_batch()
+            append = builder.append
+            for index, value in enumerate(values):
+                record_headers = _NO_HEADERS if headers is None else _as_list(headers[index])
+                if append(key=None, value=value, timestamp=None, headers=record_headers) is None:
+                    if index > start:
+                        state.watch(await producer.send_batch(builder, topic, partition=partition),
+                                    range(start, index))
+                    builder = producer.create_batch()
+                    append = builder.append
+                    start = index
+                    if append(key=None, value=value, timestamp=None, headers=record_headers) is None:
+                        state.failures.append((index, _too_large()))
+                        start = index + 1
+            if len(values) > start:
+                state.watch(await producer.send_batch(builder, topic, partition=partition),
+                            range(start, len(values)))
+        except Exception as exc:
+            # No metadata (cluster unreachable, unknown topic): what was not handed over failed.
+            state.failures.extend((i, exc) for i in range(start, len(values)))
+
+    async def _send_general(self, out: OutBatch, state: _SendState) -> None:
+        """Keys and/or several topics: partition each record, one open batch per topic partition."""
+        producer = self._producer
+        assert producer is not None
+        values = out.values
+        keys = out.keys
+        headers = out.headers
+        topics = out.topics
+        # (topic, partition) -> [builder, indexes of its records]
+        open_batches: dict[Partition, list[Any]] = {}
+        last_topic: str | None = None
+        partitions: list[int] = []
+        sticky = 0
+        slot_key: Partition | None = None
+        slot: list[Any] = []
+        index = 0
+        try:
+            for index, value in enumerate(values):
+                topic = out.topic if topics is None else topics[index]
+                key = None if keys is None else keys[index]
+                record_headers = _NO_HEADERS if headers is None else _as_list(headers[index])
+                if topic != last_topic:
                     partitions = sorted(await producer.partitions_for(topic))
-                    partitions_of[topic] = partitions
-                    self._sticky[topic] = (self._sticky.get(topic, -1) + 1) % len(partitions)
-                key = record[1]
+                    sticky = self._next_sticky(topic, len(partitions))
+                    last_topic = topic
                 if key is None:
-                    partition = partitions[self._sticky[topic]]
+                    partition = partitions[sticky]
                 else:
                     partition = partitions[(murmur2(key) & 0x7FFFFFFF) % len(partitions)]
-                members = groups.get((topic, partition))
-                if members is None:
-                    groups[(topic, partition)] = [index]
-                else:
-                    members.append(index)
-        except kafka_errors.KafkaError as exc:
-            # No metadata for a topic (broker unreachable, unknown topic): nothing of this call was sent.
-            state.failures.extend((i, exc) for i in range(len(records)))
-            state.seal()
-            return
-        pending = list(groups.items())
-        try:
-            while pending:
-                (topic, partition), members = pending.pop(0)
-                builder = producer.create_batch()
-                batch_members: list[int] = []
-                for index in members:
-                    _, key, value, headers = records[index]
-                    if builder.append(key=key, value=value, timestamp=None, headers=headers or []) is None:
-                        if batch_members:
-                            future = await producer.send_batch(builder, topic, partition=partition)
-                            state.watch(future, batch_members)
-                        builder = producer.create_batch()
-                        batch_members = []
-                        if builder.append(key=key, value=value, timestamp=None, headers=headers or []) is None:
-                            state.failures.append((index, kafka_errors.MessageSizeTooLargeError(
-                                f"the record does not fit in a batch of max_batch_size bytes "
-                                f"({builder.size()} bytes empty)")))
-                            continue
-                    batch_members.append(index)
-                if batch_members:
-                    future = await producer.send_batch(builder, topic, partition=partition)
-                    state.watch(future, batch_members)
-        except kafka_errors.KafkaError as exc:
-            state.failures.extend((i, exc) for _, members in pending for i in members)
-            state.failures.extend((i, exc) for i in batch_members)
-        state.seal()
+                if slot_key is None or slot_key[1] != partition or slot_key[0] != topic:
+                    slot_key = (topic, partition)
+                    found = open_batches.get(slot_key)
+                    if found is None:
+                        found = open_batches[slot_key] = [producer.create_batch(), []]
+                    slot = found
+                if slot[0].append(key=key, value=value, timestamp=None, headers=record_headers) is None:
+                    if slot[1]:
+                        state.watch(await producer.send_batch(slot[0], topic, partition=partition), slot[1])
+                    slot[0] = producer.create_batch()
+                    slot[1] = []
+                    if slot[0].append(key=key, value=value, timestamp=None, headers=record_headers) is None:
+                        state.failures.append((index, _too_large()))
+                        continue
+                slot[1].append(index)
+            index = len(values)
+            while open_batches:
+                (topic, partition), (builder, members) = open_batches.popitem()
+                if members:
+                    state.watch(await producer.send_batch(builder, topic, partition=partition), members)
+        except Exception as exc:
+            unsent = [i for _, members in open_batches.values() for i in members]
+            unsent.extend(range(index, len(values)))
+            state.failures.extend((i, exc) for i in sorted(set(unsent)))
 
     async def close(self) -> None:
         producer, self._producer = self._producer, None

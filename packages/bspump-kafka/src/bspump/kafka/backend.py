@@ -14,8 +14,22 @@ from .options import ClientOptions, ConsumerSettings, ProducerSettings
 
 Partition = tuple[str, int]
 
-#: One outgoing message: (topic, key, value, headers).
-OutRecord = tuple[str, bytes | None, bytes | None, Sequence[tuple[str, bytes]] | None]
+Headers = Sequence[tuple[str, bytes]]
+
+
+class OutBatch(NamedTuple):
+    """Outgoing records in columns (cheaper to build and to walk than one tuple per record).
+
+    ``values[i]`` goes to ``topics[i]`` (or ``topic`` when ``topics`` is None) with key ``keys[i]``
+    (no keys at all when ``keys`` is None) and headers ``headers[i]`` (none when ``headers`` is None).
+    """
+
+    topic: str
+    values: list[bytes | None]
+    keys: list[bytes | None] | None = None
+    headers: list[Headers | None] | None = None
+    topics: list[str] | None = None
+
 
 #: Called once per ``send`` call, on the event loop, when every record of the call is settled, with the
 #: ``(index, error)`` of each record the broker did not take.
@@ -53,7 +67,7 @@ class ProducerClient(Protocol):
 
     async def start(self) -> None: ...
 
-    async def send(self, records: list[OutRecord], done: SendDone) -> None: ...
+    async def send(self, out: OutBatch, done: SendDone) -> None: ...
 
     async def close(self) -> None: ...
 

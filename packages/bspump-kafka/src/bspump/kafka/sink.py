@@ -13,7 +13,7 @@ import orjson
 
 import bspump
 
-from .backend import OutRecord, ProducerClient
+from .backend import OutBatch, ProducerClient
 from .connection import KafkaConnection
 from .options import ACKS, COMPRESSION_TYPES, ProducerSettings
 
@@ -111,6 +111,7 @@ class KafkaSink(bspump.Sink):
             max_request_size=config.getint("max_request_size"),
             enable_idempotence=config.getboolean("enable_idempotence"),
         )
+        self._fast = self.format == "auto" and not (self.topic_field or self.topic_context_key or self.key_field)
         self.producer: ProducerClient | None = None
         self._queue: deque[tuple[bspump.Batch, int]] = deque()
         self._wake = asyncio.Event()
@@ -129,6 +130,8 @@ class KafkaSink(bspump.Sink):
         self._wake.set()
 
     async def start(self) -> None:
+        if self is self.pipeline.dead_letter_sink:
+            self._fast = False  # dead letters carry their error into headers: the careful path does that
         if self._writer is None:
             self._writer = asyncio.create_task(self._write_loop(), name=f"sink:{self.qualified_id}")
 
@@ -194,24 +197,59 @@ class KafkaSink(bspump.Sink):
             return producer
 
     async def _send(self, producer: ProducerClient, batch: bspump.Batch, attempt: int) -> None:
-        records, index_map, failures = self.encode(batch)
-        if not records:
+        out, index_map, failures = self.encode(batch)
+        if not out.values:
             self._settled(batch, attempt, index_map, failures, [])
             return
         self._outstanding += 1
         done = functools.partial(self._settled, batch, attempt, index_map, failures)
         try:
-            await producer.send(records, done)
+            await producer.send(out, done)
         except asyncio.CancelledError:
             raise
-        except Exception as exc:  # nothing of this call is known to be sent
-            log.debug("%s: send raised", self.qualified_id, exc_info=True)
-            done([(i, exc) for i in range(len(records))])
+        except Exception as exc:  # a backend reports failures through `done`; this is a bug, not the broker
+            log.exception("%s: send failed unexpectedly", self.qualified_id)
+            done([(i, exc) for i in range(len(out.values))])
 
-    def encode(self, batch: bspump.Batch) -> tuple[list[OutRecord], list[int] | None, list[tuple[int, BaseException]]]:
+    def encode(self, batch: bspump.Batch) -> tuple[OutBatch, list[int] | None, list[tuple[int, BaseException]]]:
         """The records of ``batch``; ``index_map[i]`` is the batch index of record ``i`` when some failed."""
-        records: list[OutRecord] = []
-        append = records.append
+        if self._fast:
+            try:
+                return self._encode_fast(batch), None, []
+            except Exception:  # noqa: S110 - the careful path below isolates the event that failed
+                pass
+        return self._encode_careful(batch)
+
+    def _encode_fast(self, batch: bspump.Batch) -> OutBatch:
+        """The common case (fixed topic, ``format = auto``, bytes keys): column by column; raises otherwise."""
+        events = batch.events
+        contexts = batch.contexts
+        if contexts is None:
+            contexts = [batch.context] * len(events)
+        dumps = orjson.dumps
+        default = _json_default
+        values = [dumps(e, default=default) if type(e) is dict else _auto(e) for e in events]
+        keys: list[Any] | None = None
+        if self.key_from_context:
+            keys = [c.get("key") for c in contexts]
+            if keys.count(None) == len(keys):
+                keys = None
+            elif any(type(k) is not bytes for k in keys if k is not None):
+                keys = [_encode_key(k) for k in keys]
+        headers: list[Any] | None = None
+        if self.headers_from_context:
+            headers = [c.get("headers") for c in contexts]
+            if not any(headers):
+                headers = None
+        return OutBatch(self.topic, values, keys, headers)
+
+    def _encode_careful(
+        self, batch: bspump.Batch
+    ) -> tuple[OutBatch, list[int] | None, list[tuple[int, BaseException]]]:
+        values: list[bytes | None] = []
+        keys: list[bytes | None] = []
+        headers_column: list[Any] = []
+        topics: list[str] = []
         index_map: list[int] | None = None
         failures: list[tuple[int, BaseException]] = []
         topic = self.topic
@@ -220,30 +258,17 @@ class KafkaSink(bspump.Sink):
         key_from_context = self.key_from_context
         headers_from_context = self.headers_from_context
         fmt = self.format
-        dumps = orjson.dumps
         for index, (context, event) in enumerate(batch):
             try:
                 if dynamic_topic:
                     topic = self._topic_of(context, event)
-                kind = type(event)
-                if fmt == "auto":
-                    if kind is bytes:
-                        value = event
-                    elif kind is str:
-                        value = event.encode()
-                    elif event is None:
-                        value = None
-                    else:
-                        value = dumps(event, default=_json_default)
-                else:
-                    value = _encode(event, fmt)
+                value = _auto(event) if fmt == "auto" else _encode(event, fmt)
                 key: Any = None
-                if key_field and kind is dict:
+                if key_field and isinstance(event, Mapping):
                     key = event.get(key_field)
                 if key is None and key_from_context:
                     key = context.get("key")
-                if key is not None and type(key) is not bytes:
-                    key = key.encode() if type(key) is str else str(key).encode()
+                key = _encode_key(key)
                 headers = context.get("headers") if headers_from_context else None
                 if "error" in context:
                     headers = _error_headers(context, headers)
@@ -254,10 +279,20 @@ class KafkaSink(bspump.Sink):
                     index_map = list(range(index))
                 failures.append((index, exc))
                 continue
-            append((topic, key, value, headers))
+            values.append(value)
+            keys.append(key)
+            headers_column.append(headers)
+            topics.append(topic)
             if index_map is not None:
                 index_map.append(index)
-        return records, index_map, failures
+        out = OutBatch(
+            self.topic,
+            values,
+            None if keys.count(None) == len(keys) else keys,
+            headers_column if any(headers_column) else None,
+            topics if dynamic_topic else None,
+        )
+        return out, index_map, failures
 
     def _topic_of(self, context: Mapping[str, Any], event: Any) -> str:
         topic = None
@@ -323,6 +358,28 @@ class KafkaSink(bspump.Sink):
             self._wake.set()
             if self.kafka.is_link_error(first):
                 self.kafka.report_failure(first)
+
+
+def _auto(event: Any) -> bytes | None:
+    """``format = auto``: bytes as they are, strings as UTF-8, None as a tombstone, the rest as JSON."""
+    kind = type(event)
+    if kind is bytes:
+        return event  # type: ignore[no-any-return]
+    if kind is str:
+        return event.encode()  # type: ignore[no-any-return]
+    if event is None:
+        return None
+    return orjson.dumps(event, default=_json_default)
+
+
+def _encode_key(key: Any) -> bytes | None:
+    if key is None or type(key) is bytes:
+        return key  # type: ignore[no-any-return]
+    if isinstance(key, str):
+        return key.encode()
+    if isinstance(key, bytearray | memoryview):
+        return bytes(key)
+    return str(key).encode()
 
 
 def _encode(event: Any, fmt: str) -> bytes | None:

@@ -1,0 +1,465 @@
+"""Kafka topic -> 1 processor -> topic, with offsets committed only after the broker confirmed the output.
+
+Compares bspump (KafkaSource -> Processor -> KafkaSink) with the fastest hand-written consume/transform/produce
+loop with the same semantics that we could write for each client library, against the same broker in the
+same run:
+
+- aiokafka baseline: ``getmany`` batches, the producer's batch API (one BatchBuilder per partition), batches
+  kept in flight while the next fetch runs, offsets committed every second up to the last batch whose
+  delivery futures all completed.
+- confluent baseline: a plain blocking thread (no asyncio at all), ``consume(num_messages)``, ``produce``
+  with a per-batch delivery counter, ``poll(0)`` after each batch, offsets committed every second up to the
+  last fully delivered batch.
+
+The transform is the same everywhere: JSON decode, add a field, JSON encode (orjson). Messages are unkeyed
+(~100 bytes); input and output topics have 3 partitions. Producers use acks=all, linger 5 ms, 256 KiB batches.
+
+    python benchmarks/kafka_throughput.py [--messages 200000] [--confluent-messages 600000]
+
+The broker is found through BSPUMP_TEST_KAFKA (default 127.0.0.1:9092). The last line printed is JSON:
+``{"bspump_eps", "baseline_eps", "ratio", "confluent_eps", "confluent_baseline_eps", ...}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import os
+import sys
+import threading
+import time
+import uuid
+from collections import deque
+from typing import Any
+
+import orjson
+from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+import bspump
+import bspump.kafka
+
+PARTITIONS = 3
+LINGER_MS = 5
+BATCH_BYTES = 262144
+FETCH_RECORDS = 1000
+COMMIT_INTERVAL = 1.0
+
+
+def transform(value: bytes) -> bytes:
+    event = orjson.loads(value)
+    event["seen"] = True
+    return orjson.dumps(event)
+
+
+# -- topics -------------------------------------------------------------------------------------------------
+
+
+async def create_topics(bootstrap: str, names: list[str]) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.create_topics([NewTopic(n, num_partitions=PARTITIONS, replication_factor=1) for n in names])
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            described = await admin.describe_topics(names)
+            if all(len(d.get("partitions", [])) == PARTITIONS
+                   and all(p.get("leader", -1) >= 0 for p in d["partitions"]) for d in described):
+                return
+            await asyncio.sleep(0.1)
+        raise TimeoutError(f"topics {names} have no leaders")
+    finally:
+        await admin.close()
+
+
+async def delete_topics(bootstrap: str, names: list[str]) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    await admin.start()
+    try:
+        await admin.delete_topics(names)
+    except Exception as exc:  # cleanup only
+        print(f"# deleting topics failed: {exc}", file=sys.stderr)
+    finally:
+        await admin.close()
+
+
+def fill(bootstrap: str, topic: str, count: int) -> None:
+    """Write ``count`` JSON messages (~100 bytes) spread over the partitions."""
+    payload = "x" * 60
+    try:
+        from confluent_kafka import Producer
+    except ImportError:
+        asyncio.run(_fill_aiokafka(bootstrap, topic, count, payload))
+        return
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "batch.size": 1048576,
+                         "queue.buffering.max.messages": 1000000})
+    for i in range(count):
+        while True:
+            try:
+                producer.produce(topic, orjson.dumps({"n": i, "payload": payload}), partition=i % PARTITIONS)
+                break
+            except BufferError:
+                producer.poll(0.05)
+    if producer.flush(120) != 0:
+        raise RuntimeError("filling the input topic failed")
+
+
+async def _fill_aiokafka(bootstrap: str, topic: str, count: int, payload: str) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, linger_ms=20)
+    await producer.start()
+    try:
+        futures = [await producer.send(topic, orjson.dumps({"n": i, "payload": payload}), partition=i % PARTITIONS)
+                   for i in range(count)]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()
+
+
+async def committed_total(bootstrap: str, group: str, topic: str) -> int:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        return sum([await consumer.committed(TopicPartition(topic, p)) or 0 for p in range(PARTITIONS)])
+    finally:
+        await consumer.stop()
+
+
+# -- bspump -------------------------------------------------------------------------------------------------
+
+
+class MarkSeen(bspump.Processor):
+    def process(self, context: bspump.Context, event: Any) -> Any:
+        event["seen"] = True
+        return event
+
+
+async def run_bspump(bootstrap: str, client: str, source: str, target: str, group: str, count: int) -> float:
+    app = bspump.BSPumpApplication(load_plugins=False, environ={})
+    svc = app.get_service("bspump.PumpService")
+    svc.add_connection(bspump.kafka.KafkaConnection(app, "KafkaConnection", config={
+        "bootstrap_servers": bootstrap, "client": client}))
+    pipeline = bspump.Pipeline(app, "Benchmark", config={"max_in_flight": int(os.environ.get("BENCH_IN_FLIGHT", "10000"))})
+    sink = bspump.kafka.KafkaSink(app, pipeline, connection="KafkaConnection", config={
+        "topic": target, "linger_ms": LINGER_MS, "max_batch_size": BATCH_BYTES, "acks": "all"})
+    pipeline.build(
+        bspump.kafka.KafkaSource(app, pipeline, connection="KafkaConnection", config={
+            "topics": source, "group_id": group, "format": "json", "batch_size": FETCH_RECORDS,
+            "commit_interval": COMMIT_INTERVAL}),
+        MarkSeen(app, pipeline),
+        sink,
+    )
+    svc.add_pipeline(pipeline)
+    start = time.perf_counter()
+    task = asyncio.create_task(app.run_async())
+    while sink.sent < count and not task.done():
+        await asyncio.sleep(0.005)
+    app.stop()  # graceful: drain, flush, commit, leave the group
+    await task
+    elapsed = time.perf_counter() - start
+    if sink.sent < count:
+        raise RuntimeError(f"bspump[{client}] wrote {sink.sent} of {count}")
+    return elapsed
+
+
+# -- aiokafka baseline --------------------------------------------------------------------------------------
+
+
+async def run_aiokafka_baseline(bootstrap: str, source: str, target: str, group: str, count: int) -> float:
+    start = time.perf_counter()
+    consumer = AIOKafkaConsumer(source, bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
+                                auto_offset_reset="earliest")
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=LINGER_MS,
+                                max_batch_size=BATCH_BYTES)
+    await consumer.start()
+    await producer.start()
+    loop = asyncio.get_running_loop()
+    in_flight: deque[tuple[list[asyncio.Future[Any]], dict[TopicPartition, int]]] = deque()
+    committable: dict[TopicPartition, int] = {}
+    next_commit = loop.time() + COMMIT_INTERVAL
+    done = 0
+    sticky = 0
+
+    def collect_completed() -> None:
+        while in_flight and all(f.done() for f in in_flight[0][0]):
+            futures, offsets = in_flight.popleft()
+            for f in futures:
+                f.result()  # raise on a failed delivery: the offsets must not be committed
+            committable.update(offsets)
+
+    try:
+        while done < count:
+            data = await consumer.getmany(timeout_ms=500, max_records=FETCH_RECORDS)
+            futures = []
+            offsets = {}
+            # Unkeyed: the whole fetch goes to one partition, rotating (fewer, fuller batches).
+            partition = sticky = (sticky + 1) % PARTITIONS
+            builder = producer.create_batch()
+            for tp, records in data.items():
+                for r in records:
+                    value = transform(r.value)
+                    if builder.append(key=None, value=value, timestamp=None) is None:
+                        futures.append(await producer.send_batch(builder, target, partition=partition))
+                        builder = producer.create_batch()
+                        builder.append(key=None, value=value, timestamp=None)
+                offsets[tp] = records[-1].offset + 1
+                done += len(records)
+            if offsets:
+                futures.append(await producer.send_batch(builder, target, partition=partition))
+            if futures:
+                in_flight.append((futures, offsets))
+            collect_completed()
+            if loop.time() >= next_commit and committable:
+                await consumer.commit(dict(committable))
+                committable.clear()
+                next_commit = loop.time() + COMMIT_INTERVAL
+        for futures, offsets in in_flight:
+            await asyncio.gather(*futures)
+            committable.update(offsets)
+        in_flight.clear()
+        if committable:
+            await consumer.commit(dict(committable))
+    finally:
+        await producer.stop()
+        await consumer.stop()
+    return time.perf_counter() - start
+
+
+async def run_aiokafka_baseline_decoupled(bootstrap: str, source: str, target: str, group: str,
+                                         count: int) -> float:
+    """Like :func:`run_aiokafka_baseline`, but fetching/transforming and sending run as two tasks joined by
+    a bounded queue, so the next fetch does not wait while ``send_batch`` waits for the accumulator."""
+    start = time.perf_counter()
+    consumer = AIOKafkaConsumer(source, bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
+                                auto_offset_reset="earliest")
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=LINGER_MS,
+                                max_batch_size=BATCH_BYTES)
+    await consumer.start()
+    await producer.start()
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[tuple[list[tuple[int, Any]], dict[TopicPartition, int]] | None] = asyncio.Queue(8)
+    in_flight: deque[tuple[list[asyncio.Future[Any]], dict[TopicPartition, int]]] = deque()
+    committable: dict[TopicPartition, int] = {}
+
+    def collect_completed() -> None:
+        while in_flight and all(f.done() for f in in_flight[0][0]):
+            futures, offsets = in_flight.popleft()
+            for f in futures:
+                f.result()
+            committable.update(offsets)
+
+    async def fetch() -> None:
+        done = 0
+        sticky = 0
+        while done < count:
+            data = await consumer.getmany(timeout_ms=500, max_records=FETCH_RECORDS)
+            builders = []
+            offsets = {}
+            partition = sticky = (sticky + 1) % PARTITIONS
+            builder = producer.create_batch()
+            for tp, records in data.items():
+                for r in records:
+                    value = transform(r.value)
+                    if builder.append(key=None, value=value, timestamp=None) is None:
+                        builders.append((partition, builder))
+                        builder = producer.create_batch()
+                        builder.append(key=None, value=value, timestamp=None)
+                offsets[tp] = records[-1].offset + 1
+                done += len(records)
+            if offsets:
+                builders.append((partition, builder))
+            if builders:
+                await queue.put((builders, offsets))
+        await queue.put(None)
+
+    async def send() -> None:
+        next_commit = loop.time() + COMMIT_INTERVAL
+        while (item := await queue.get()) is not None:
+            builders, offsets = item
+            futures = [await producer.send_batch(b, target, partition=p) for p, b in builders]
+            in_flight.append((futures, offsets))
+            collect_completed()
+            if loop.time() >= next_commit and committable:
+                await consumer.commit(dict(committable))
+                committable.clear()
+                next_commit = loop.time() + COMMIT_INTERVAL
+        for futures, offsets in in_flight:
+            await asyncio.gather(*futures)
+            committable.update(offsets)
+        in_flight.clear()
+        if committable:
+            await consumer.commit(dict(committable))
+
+    try:
+        await asyncio.gather(fetch(), send())
+    finally:
+        await producer.stop()
+        await consumer.stop()
+    return time.perf_counter() - start
+
+
+# -- confluent baseline -------------------------------------------------------------------------------------
+
+
+class _BatchDone:
+    __slots__ = ("remaining", "error")
+
+    def __init__(self, remaining: int) -> None:
+        self.remaining = remaining
+        self.error: Any = None
+
+    def __call__(self, err: Any, msg: Any) -> None:
+        if err is not None:
+            self.error = err
+        self.remaining -= 1
+
+
+def run_confluent_baseline(bootstrap: str, source: str, target: str, group: str, count: int) -> float:
+    from confluent_kafka import Consumer, Producer
+    from confluent_kafka import TopicPartition as CTopicPartition
+
+    start = time.perf_counter()
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False,
+                         "auto.offset.reset": "earliest"})
+    producer = Producer({"bootstrap.servers": bootstrap, "acks": "all", "linger.ms": LINGER_MS,
+                         "batch.size": BATCH_BYTES})
+    consumer.subscribe([source])
+    in_flight: deque[tuple[_BatchDone, dict[int, int]]] = deque()
+    committable: dict[int, int] = {}
+    next_commit = time.monotonic() + COMMIT_INTERVAL
+    done = 0
+
+    def collect_completed() -> None:
+        while in_flight and in_flight[0][0].remaining == 0:
+            state, offsets = in_flight.popleft()
+            if state.error is not None:
+                raise RuntimeError(f"delivery failed: {state.error}")
+            committable.update(offsets)
+
+    def commit() -> None:
+        consumer.commit(offsets=[CTopicPartition(source, p, o) for p, o in committable.items()],
+                        asynchronous=True)
+        committable.clear()
+
+    try:
+        while done < count:
+            messages = consumer.consume(num_messages=FETCH_RECORDS, timeout=0.5)
+            if not messages:
+                producer.poll(0)
+                collect_completed()
+                continue
+            state = _BatchDone(0)
+            offsets: dict[int, int] = {}
+            produce = producer.produce
+            n = 0
+            for m in messages:
+                if m.error() is not None:
+                    continue
+                partition = m.partition()
+                while True:
+                    try:
+                        produce(target, transform(m.value()), partition=partition, on_delivery=state)
+                        break
+                    except BufferError:
+                        producer.poll(0.01)
+                offsets[partition] = m.offset() + 1
+                n += 1
+            state.remaining += n
+            done += n
+            in_flight.append((state, offsets))
+            producer.poll(0)
+            collect_completed()
+            if time.monotonic() >= next_commit and committable:
+                commit()
+                next_commit = time.monotonic() + COMMIT_INTERVAL
+        producer.flush(60)
+        collect_completed()
+        if in_flight:
+            raise RuntimeError("deliveries missing after flush")
+        if committable:
+            consumer.commit(offsets=[CTopicPartition(source, p, o) for p, o in committable.items()],
+                            asynchronous=False)
+    finally:
+        consumer.close()
+    return time.perf_counter() - start
+
+
+# -- main ---------------------------------------------------------------------------------------------------
+
+
+def measure(label: str, count: int, run: Any) -> float:
+    elapsed = run()
+    eps = count / elapsed
+    print(f"{label:<24} {count:>8} events in {elapsed:6.2f} s = {eps:>10,.0f} events/s", flush=True)
+    return eps
+
+
+async def check_committed(bootstrap: str, group: str, topic: str, count: int, output: str) -> None:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+    await consumer.start()
+    try:
+        tps = [TopicPartition(output, p) for p in range(PARTITIONS)]
+        written = sum((await consumer.end_offsets(tps)).values())
+    finally:
+        await consumer.stop()
+    if written < count:
+        raise RuntimeError(f"{output} holds {written} messages, expected at least {count}")
+    total = await committed_total(bootstrap, group, topic)
+    if total < count:
+        raise RuntimeError(f"group {group} committed {total} offsets, expected at least {count}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--messages", type=int, default=150000, help="events per aiokafka run")
+    parser.add_argument("--confluent-messages", type=int, default=400000, help="events per confluent run")
+    parser.add_argument("--skip-confluent", action="store_true")
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING)
+    bootstrap = os.environ.get("BSPUMP_TEST_KAFKA", "127.0.0.1:9092")
+    run_id = uuid.uuid4().hex[:8]
+    source = f"bench-in-{run_id}"
+    count = max(args.messages, 0 if args.skip_confluent else args.confluent_messages)
+    outputs = [f"bench-out-{run_id}-{i}" for i in range(5)]
+    asyncio.run(create_topics(bootstrap, [source, *outputs]))
+    try:
+        t = time.perf_counter()
+        fill(bootstrap, source, count)
+        print(f"# filled {source} with {count} messages in {time.perf_counter() - t:.1f} s", flush=True)
+        n = args.messages
+        groups = [f"bench-{run_id}-{i}" for i in range(5)]
+        # Interleave so that a slower phase of the machine does not favour one side.
+        sequential_eps = measure("aiokafka baseline seq", n, lambda: asyncio.run(
+            run_aiokafka_baseline(bootstrap, source, outputs[0], groups[0], n)))
+        decoupled_eps = measure("aiokafka baseline 2task", n, lambda: asyncio.run(
+            run_aiokafka_baseline_decoupled(bootstrap, source, outputs[4], groups[4], n)))
+        baseline_eps = max(sequential_eps, decoupled_eps)
+        bspump_eps = measure("bspump (aiokafka)", n, lambda: asyncio.run(
+            run_bspump(bootstrap, "aiokafka", source, outputs[1], groups[1], n)))
+        asyncio.run(check_committed(bootstrap, groups[1], source, n, outputs[1]))
+        asyncio.run(check_committed(bootstrap, groups[0], source, n, outputs[0]))
+        result: dict[str, Any] = {
+            "bspump_eps": round(bspump_eps),
+            "baseline_eps": round(baseline_eps),
+            "ratio": round(bspump_eps / baseline_eps, 3),
+        }
+        if not args.skip_confluent:
+            m = args.confluent_messages
+            result["confluent_baseline_eps"] = round(measure(
+                "confluent baseline", m,
+                lambda: run_confluent_baseline(bootstrap, source, outputs[2], groups[2], m)))
+            result["confluent_eps"] = round(measure("bspump (confluent)", m, lambda: asyncio.run(
+                run_bspump(bootstrap, "confluent", source, outputs[3], groups[3], m))))
+            asyncio.run(check_committed(bootstrap, groups[3], source, m, outputs[3]))
+            result["confluent_ratio"] = round(result["confluent_eps"] / result["confluent_baseline_eps"], 3)
+        result["messages"] = n
+        result["confluent_messages"] = None if args.skip_confluent else args.confluent_messages
+        result["threads"] = threading.active_count()
+    finally:
+        asyncio.run(delete_topics(bootstrap, [source, *outputs]))
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
