@@ -139,6 +139,14 @@ def _as_list(headers: Any) -> list[tuple[str, bytes]]:
     return headers if type(headers) is list else list(headers)
 
 
+def _others(members: range, state: _SendState) -> Sequence[int]:
+    """``members`` without the records that already failed (cannot be encoded, too large)."""
+    if not state.failures:
+        return members
+    failed = {i for i, _ in state.failures}
+    return [i for i in members if i not in failed]
+
+
 def _too_large() -> kafka_errors.KafkaError:
     return kafka_errors.MessageSizeTooLargeError("the record does not fit in a batch of max_batch_size bytes")
 
@@ -214,30 +222,37 @@ class AiokafkaProducer:
         topic = out.topic
         values = out.values
         headers = out.headers
-        start = 0
+        encode = out.encode
+        count = len(values)
+        start = 0  # first record not yet handed to a sent batch
         try:
             partitions = sorted(await producer.partitions_for(topic))
             partition = partitions[self._next_sticky(topic, len(partitions))]
             builder = producer.create_batch()
-            append = builder.append
             for index, value in enumerate(values):
+                if encode is not None:
+                    try:
+                        value = encode(value)
+                    except (TypeError, ValueError) as exc:
+                        state.failures.append((index, exc))
+                        continue
                 record_headers = _NO_HEADERS if headers is None else _as_list(headers[index])
-                if append(key=None, value=value, timestamp=None, headers=record_headers) is None:
+                if builder.append(key=None, value=value, timestamp=None, headers=record_headers) is None:
                     if index > start:
-                        state.watch(await producer.send_batch(builder, topic, partition=partition),
-                                    range(start, index))
+                        future = await producer.send_batch(builder, topic, partition=partition)
+                        state.watch(future, _others(range(start, index), state))
                     builder = producer.create_batch()
-                    append = builder.append
                     start = index
-                    if append(key=None, value=value, timestamp=None, headers=record_headers) is None:
+                    if builder.append(key=None, value=value, timestamp=None, headers=record_headers) is None:
                         state.failures.append((index, _too_large()))
                         start = index + 1
-            if len(values) > start:
-                state.watch(await producer.send_batch(builder, topic, partition=partition),
-                            range(start, len(values)))
+            if count > start:
+                future = await producer.send_batch(builder, topic, partition=partition)
+                state.watch(future, _others(range(start, count), state))
         except Exception as exc:
             # No metadata (cluster unreachable, unknown topic): what was not handed over failed.
-            state.failures.extend((i, exc) for i in range(start, len(values)))
+            failed = {i for i, _ in state.failures}
+            state.failures.extend((i, exc) for i in range(start, count) if i not in failed)
 
     async def _send_general(self, out: OutBatch, state: _SendState) -> None:
         """Keys and/or several topics: partition each record, one open batch per topic partition."""
@@ -247,6 +262,7 @@ class AiokafkaProducer:
         keys = out.keys
         headers = out.headers
         topics = out.topics
+        encode = out.encode
         # (topic, partition) -> [builder, indexes of its records]
         open_batches: dict[Partition, list[Any]] = {}
         last_topic: str | None = None
@@ -257,6 +273,12 @@ class AiokafkaProducer:
         index = 0
         try:
             for index, value in enumerate(values):
+                if encode is not None:
+                    try:
+                        value = encode(value)
+                    except (TypeError, ValueError) as exc:
+                        state.failures.append((index, exc))
+                        continue
                 topic = out.topic if topics is None else topics[index]
                 key = None if keys is None else keys[index]
                 record_headers = _NO_HEADERS if headers is None else _as_list(headers[index])
@@ -291,7 +313,8 @@ class AiokafkaProducer:
         except Exception as exc:
             unsent = [i for _, members in open_batches.values() for i in members]
             unsent.extend(range(index, len(values)))
-            state.failures.extend((i, exc) for i in sorted(set(unsent)))
+            failed = {i for i, _ in state.failures}
+            state.failures.extend((i, exc) for i in sorted(set(unsent)) if i not in failed)
 
     async def close(self) -> None:
         producer, self._producer = self._producer, None

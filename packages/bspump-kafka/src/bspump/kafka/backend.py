@@ -22,13 +22,18 @@ class OutBatch(NamedTuple):
 
     ``values[i]`` goes to ``topics[i]`` (or ``topic`` when ``topics`` is None) with key ``keys[i]``
     (no keys at all when ``keys`` is None) and headers ``headers[i]`` (none when ``headers`` is None).
+    With ``encode``, ``values`` holds events and the backend calls ``encode(value)`` right before handing
+    each record to the client: the encoded bytes are copied into the client's buffer and freed at once,
+    instead of a whole batch of fresh buffers being held (which makes glibc return and re-fault memory
+    pages on every batch). An exception from ``encode`` fails that record only.
     """
 
     topic: str
-    values: list[bytes | None]
+    values: list[Any]
     keys: list[bytes | None] | None = None
     headers: list[Headers | None] | None = None
     topics: list[str] | None = None
+    encode: Callable[[Any], bytes | None] | None = None
 
 
 #: Called once per ``send`` call, on the event loop, when every record of the call is settled, with the

@@ -226,9 +226,6 @@ class KafkaSink(bspump.Sink):
         contexts = batch.contexts
         if contexts is None:
             contexts = [batch.context] * len(events)
-        dumps = orjson.dumps
-        default = _json_default
-        values = [dumps(e, default=default) if type(e) is dict else _auto(e) for e in events]
         keys: list[Any] | None = None
         if self.key_from_context:
             keys = [c.get("key") for c in contexts]
@@ -241,7 +238,7 @@ class KafkaSink(bspump.Sink):
             headers = [c.get("headers") for c in contexts]
             if not any(headers):
                 headers = None
-        return OutBatch(self.topic, values, keys, headers)
+        return OutBatch(self.topic, events, keys, headers, encode=_auto)
 
     def _encode_careful(
         self, batch: bspump.Batch
@@ -363,6 +360,8 @@ class KafkaSink(bspump.Sink):
 def _auto(event: Any) -> bytes | None:
     """``format = auto``: bytes as they are, strings as UTF-8, None as a tombstone, the rest as JSON."""
     kind = type(event)
+    if kind is dict:
+        return orjson.dumps(event, default=_json_default)
     if kind is bytes:
         return event  # type: ignore[no-any-return]
     if kind is str:
