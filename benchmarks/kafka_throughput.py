@@ -34,12 +34,11 @@ import uuid
 from collections import deque
 from typing import Any
 
+import bspump
+import bspump.kafka
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-
-import bspump
-import bspump.kafka
 
 PARTITIONS = 3
 LINGER_MS = 5
@@ -79,7 +78,7 @@ async def delete_topics(bootstrap: str, names: list[str]) -> None:
     await admin.start()
     try:
         await admin.delete_topics(names)
-    except Exception as exc:  # cleanup only
+    except Exception as exc:  # noqa: BLE001 - cleanup only
         print(f"# deleting topics failed: {exc}", file=sys.stderr)
     finally:
         await admin.close()
@@ -303,7 +302,7 @@ async def run_aiokafka_baseline_decoupled(bootstrap: str, source: str, target: s
 
 
 class _BatchDone:
-    __slots__ = ("remaining", "error")
+    __slots__ = ("error", "remaining")
 
     def __init__(self, remaining: int) -> None:
         self.remaining = remaining

@@ -10,13 +10,11 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
+import bspump
+import bspump.kafka
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
-from aiokafka.admin import AIOKafkaAdminClient
-
-import bspump
-import bspump.kafka
 from conftest import TopicFactory
 
 pytestmark = [pytest.mark.kafka]

@@ -7,7 +7,7 @@ depend on the client. Backends are imported lazily: confluent-kafka is an option
 from __future__ import annotations
 
 import importlib
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, NamedTuple, Protocol
 
 from .options import ClientOptions, ConsumerSettings, ProducerSettings
@@ -41,7 +41,7 @@ class OutBatch(NamedTuple):
 SendDone = Callable[[list[tuple[int, BaseException]]], None]
 
 #: Called when partitions are revoked; returns the offsets to commit for them before they go.
-RevokeHandler = Callable[[list[Partition]], Awaitable[dict[Partition, int]]]
+RevokeHandler = Callable[[list[Partition]], Coroutine[Any, Any, dict[Partition, int]]]
 AssignHandler = Callable[[list[Partition]], None]
 
 

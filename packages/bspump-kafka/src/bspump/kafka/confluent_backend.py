@@ -21,10 +21,23 @@ from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any, TypeVar
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Producer, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Producer,
+    TopicPartition,
+)
 from confluent_kafka.admin import AdminClient
 
-from .backend import AssignHandler, Fetched, OutBatch, Partition, RevokeHandler, SendDone
+from .backend import (
+    AssignHandler,
+    Fetched,
+    OutBatch,
+    Partition,
+    RevokeHandler,
+    SendDone,
+)
 from .options import (
     ClientOptions,
     ConsumerSettings,
@@ -120,7 +133,7 @@ class ConfluentConsumer:
         future = asyncio.run_coroutine_threadsafe(self.on_revoke(parts), self._loop)
         try:
             offsets = future.result(self.revoke_timeout + 5)
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - logged; the rebalance must go on
             log.warning("waiting for in-flight events of revoked partitions failed: %s", exc)
             return
         if offsets and commit:
@@ -139,7 +152,7 @@ class ConfluentConsumer:
         positions: dict[Partition, int] = {}
         if not messages:
             return Fetched(values, contexts, positions)
-        if any([m.error() is not None for m in messages]):
+        if any(m.error() is not None for m in messages):
             messages = self._drop_errors(messages)
         values = [m.value() for m in messages]
         contexts = [
@@ -188,7 +201,7 @@ class ConfluentConsumer:
 class _SendState:
     """Delivery reports of one ``send`` call; updated only by the poller thread."""
 
-    __slots__ = ("done", "failures", "settled", "expected")
+    __slots__ = ("done", "expected", "failures", "settled")
 
     def __init__(self, done: SendDone) -> None:
         self.done = done

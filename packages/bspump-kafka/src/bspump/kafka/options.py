@@ -111,7 +111,7 @@ def aiokafka_ssl_context(options: ClientOptions) -> ssl.SSLContext | None:
         return None
     from aiokafka.helpers import create_ssl_context
 
-    context = create_ssl_context(
+    context: ssl.SSLContext = create_ssl_context(
         cafile=options.ssl_cafile or None,
         certfile=options.ssl_certfile or None,
         keyfile=options.ssl_keyfile or None,

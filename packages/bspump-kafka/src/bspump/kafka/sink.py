@@ -9,9 +9,8 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import orjson
-
 import bspump
+import orjson
 
 from .backend import OutBatch, ProducerClient
 from .connection import KafkaConnection
@@ -216,7 +215,7 @@ class KafkaSink(bspump.Sink):
         if self._fast:
             try:
                 return self._encode_fast(batch), None, []
-            except Exception:  # noqa: S110 - the careful path below isolates the event that failed
+            except Exception:  # noqa: BLE001, S110 - the careful path below isolates the failing event
                 pass
         return self._encode_careful(batch)
 
@@ -271,7 +270,7 @@ class KafkaSink(bspump.Sink):
                     headers = _error_headers(context, headers)
                 elif headers is not None and type(headers) is not list:
                     headers = list(headers)
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - becomes this event's failure
                 if index_map is None:
                     index_map = list(range(index))
                 failures.append((index, exc))
@@ -373,7 +372,7 @@ def _auto(event: Any) -> bytes | None:
 
 def _encode_key(key: Any) -> bytes | None:
     if key is None or type(key) is bytes:
-        return key  # type: ignore[no-any-return]
+        return key  # type: ignore[no-any-return,unused-ignore]
     if isinstance(key, str):
         return key.encode()
     if isinstance(key, bytearray | memoryview):

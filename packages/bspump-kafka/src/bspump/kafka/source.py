@@ -5,12 +5,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar
-
-import orjson
+from collections.abc import Callable, Hashable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import bspump
+import orjson
 from bspump.config import Seconds
 
 from .backend import ConsumerClient, Fetched, Partition
@@ -176,7 +175,7 @@ class KafkaSource(bspump.Source):
     async def _emit(self, fetched: Fetched) -> None:
         values, contexts, positions = fetched
         self.records_fetched += len(values)
-        delivery = self.tracker.track(positions)
+        delivery = self.tracker.track(cast("dict[Hashable, Any]", positions))
         if self.key_format == "text":
             for context in contexts:
                 key = context["key"]
@@ -222,7 +221,7 @@ class KafkaSource(bspump.Source):
         """Commit every acknowledged position of the partitions this member still owns."""
         client = self.client
         pending = self._uncommitted
-        pending.update(self.tracker.take_committable())
+        pending.update(self._take_committable())
         if client is None or not pending:
             return
         assigned = client.assignment()
@@ -235,7 +234,7 @@ class KafkaSource(bspump.Source):
         except asyncio.CancelledError:
             _keep_newest(pending, offsets)
             raise
-        except Exception as exc:
+        except Exception as exc:  # noqa: BLE001 - classified just below
             backend = self.kafka.backend
             if not backend.is_transient(exc):
                 log.warning("%s: commit failed (%s: %s); the partitions were probably rebalanced and their "
@@ -251,6 +250,10 @@ class KafkaSource(bspump.Source):
         self.commits += 1
         log.debug("%s: committed %s", self.qualified_id, offsets)
 
+    def _take_committable(self) -> dict[Partition, int]:
+        # PositionTracker is keyed by Hashable; this source only ever tracks (topic, partition) -> offset.
+        return cast("dict[Partition, int]", self.tracker.take_committable())
+
     def _assigned(self, partitions: list[Partition]) -> None:
         log.info("%s: assigned %s", self.qualified_id, _describe(partitions))
 
@@ -261,7 +264,7 @@ class KafkaSource(bspump.Source):
             log.warning("%s: %d batches of revoked partitions still unacknowledged after revoke_timeout=%ss; "
                         "the next owner processes them again", self.qualified_id,
                         self.tracker.pending(partitions), self.revoke_timeout)
-        self._uncommitted.update(self.tracker.take_committable())
+        self._uncommitted.update(self._take_committable())
         offsets = {p: self._uncommitted.pop(p) for p in partitions if p in self._uncommitted}
         self.tracker.forget(partitions)
         log.info("%s: revoked %s; committing %s", self.qualified_id, _describe(partitions), offsets or "nothing")
@@ -305,5 +308,5 @@ def _describe(partitions: list[Partition]) -> str:
 async def _quietly(awaitable: Any) -> None:
     try:
         await awaitable
-    except Exception as exc:
+    except Exception as exc:  # noqa: BLE001 - cleanup of a half-started client
         log.debug("cleanup failed: %s", exc)

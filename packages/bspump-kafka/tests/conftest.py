@@ -1,0 +1,1 @@
+"""Unit tests of bspump-kafka: no network, no servers."""
