@@ -381,7 +381,8 @@ class Pipeline:
         """Skip, dead-letter or stop for one failed event; ``delivery`` does not yet count the event."""
         problem = ProcessingError(self.id, component.id, error, describe_position(context))
         if policy is ErrorPolicy.SKIP:
-            self.counters.dropped += 1
+            if not isinstance(component, Processor):  # a processor stage already counts it as dropped
+                self.counters.dropped += 1
             log.warning("%s; event skipped (error_policy = skip)", problem)
             return
         if policy is ErrorPolicy.DEAD_LETTER and self.dead_letter_sink is not None:
