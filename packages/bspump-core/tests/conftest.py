@@ -87,7 +87,6 @@ class SlowSink(bspump.AsyncSink):
         self.written.extend(batch.events)
         if self.log is not None:
             self.log.append(f"write {len(batch)}")
-        return None
 
 
 @pytest.fixture

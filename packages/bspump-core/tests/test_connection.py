@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import re
-from typing import Any
+from typing import Any, ClassVar
 
 import pytest
+from conftest import CountingSource, SlowSink, make_app, run_app, wait_for, write_conf
 
 import bspump
 from bspump import ConnectionState as S
 from bspump.backoff import Backoff
-
-from conftest import CountingSource, SlowSink, make_app, run_app, wait_for, write_conf
 
 FAST = {"reconnect_initial": 0.01, "reconnect_max": 0.04, "reconnect_jitter": 0.0}
 
@@ -245,7 +244,7 @@ async def test_duplicate_connection_id_is_rejected(app: bspump.BSPumpApplication
 
 # -- the seed page's "Custom Connections" example, as written ---------------------------------------------
 class FakeClient:
-    instances: list[FakeClient] = []
+    instances: ClassVar[list[FakeClient]] = []
 
     def __init__(self, host: str, port: int) -> None:
         self.host, self.port, self.closed = host, port, False
@@ -261,17 +260,17 @@ async def create_client(host: str, port: int) -> FakeClient:
 
 
 class MyConnection(bspump.Connection):
-    def __init__(self, app, connection_id, config=None):  # noqa: ANN001 - verbatim from the seed page
+    def __init__(self, app, connection_id, config=None):
         super().__init__(app, connection_id, config=config)
         self.client = None
 
-    async def connect(self):  # noqa: ANN201
+    async def connect(self):
         self.client = await create_client(
             host=self.Config.get("host"),
             port=self.Config.getint("port")
         )
 
-    async def disconnect(self):  # noqa: ANN201
+    async def disconnect(self):
         if self.client:
             await self.client.close()
 
@@ -288,7 +287,7 @@ async def test_seed_custom_connection_example(tmp_path: Any) -> None:
     assert conn.Config.unknown_keys == ["host", "port"]
 
     class MyPipeline(bspump.Pipeline):
-        def __init__(self, app, pipeline_id):  # noqa: ANN001
+        def __init__(self, app, pipeline_id):
             super().__init__(app, pipeline_id)
             self.build(
                 bspump.MemorySource(app, self, events=[{"n": 1}], connection="MyConnection"),
