@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from typing import TYPE_CHECKING, Any
 
 from .config import ConfigError, Section
@@ -27,8 +28,23 @@ def _resolve(app: BSPumpApplication, section: Section, kinds: tuple[str, ...]) -
             return app.registry.resolve(kind, name)
         except PluginError as exc:
             errors.append(exc)
-    raise ConfigError(str(errors[0]), file=section.file, line=section.line_of("type"), section=section.name,
-                      key="type")
+    message = str(errors[0])
+    if len(kinds) > 1 and ":" not in name:
+        # Suggest across every kind the section may hold: a mistyped sink must not be offered a source.
+        message = _unknown_component_type(app, name, kinds)
+    raise ConfigError(message, file=section.file, line=section.line_of("type"), section=section.name, key="type")
+
+
+def _unknown_component_type(app: BSPumpApplication, name: str, kinds: tuple[str, ...]) -> str:
+    registry = app.registry
+    for kind in registry.types:
+        if kind not in kinds and name in registry.types[kind]:
+            return f"{name!r} is a {kind} type; a pipeline component must be a {', '.join(kinds)}"
+    known = sorted({n for kind in kinds for n in registry.names(kind)})
+    close = difflib.get_close_matches(name, known, n=3)
+    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    return (f"unknown component type {name!r}{hint} (installed {', '.join(kinds)} types: {', '.join(known) or 'none'};"
+            " a plugin may be missing, or write module:Class)")
 
 
 def declare_connections_and_lookups(app: BSPumpApplication) -> None:
