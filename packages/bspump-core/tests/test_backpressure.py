@@ -7,8 +7,9 @@ import gc
 import tracemalloc
 from typing import Any
 
-import bspump
 from conftest import CountingSource, make_app, run_app, wait_for
+
+import bspump
 
 
 class PayloadSource(CountingSource):
