@@ -6,7 +6,8 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Sequence
-from typing import Any, ClassVar, NamedTuple
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from .batch import Batch
 from .component import Component
@@ -40,7 +41,8 @@ class Sink(Component):
         """Release resources; nothing is written after this."""
 
 
-class ItemFailure(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class ItemFailure:
     """One event of a batch that a sink could not write; ``retryable`` for transient causes."""
 
     index: int
