@@ -89,6 +89,14 @@ class AsyncSink(Sink):
     async def start(self) -> None:
         if self._writer is None:
             self._writer = asyncio.create_task(self._write_loop(), name=f"sink:{self.qualified_id}")
+            self._writer.add_done_callback(self._writer_done)
+
+    def _writer_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        error = task.exception()
+        log.error("%s: writer crashed; the pipeline stops", self.qualified_id, exc_info=error)
+        self.pipeline._fail(error)
 
     async def flush(self) -> None:
         writer = self._writer
