@@ -18,7 +18,7 @@ TEST_TOOLS = ["pytest>=8", "pytest-asyncio>=0.24"]
 
 nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.reuse_existing_virtualenvs = True
-nox.options.sessions = ["lint", "typing", "tests", "tests_all", "integration"]
+nox.options.sessions = ["lint", "typing", "core_install", "tests", "tests_all", "docs", "integration"]
 
 
 def _editable(*packages: str) -> list[str]:
@@ -42,6 +42,13 @@ def tests(session: nox.Session, package: str) -> None:
         installs += ["-e", f"{ROOT / 'packages' / package}{_extras(package)}"]
     session.install(*TEST_TOOLS, *installs)
     session.run("pytest", str(ROOT / "packages" / package / "tests"), "-q", *session.posargs)
+
+
+@nox.session(python=PYTHON, venv_backend="virtualenv", reuse_venv=False)
+def core_install(session: nox.Session) -> None:
+    """`pip install packages/bspump-core` into an empty venv installs no connector client."""
+    session.install(str(ROOT / "packages" / "bspump-core"))
+    session.run("python", str(ROOT / "scripts" / "check_core_install.py"))
 
 
 @nox.session(python=PYTHON)
