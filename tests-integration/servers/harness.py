@@ -116,10 +116,10 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
     return buf
 
 
-def probe_postgres(port: int) -> bool:
+def probe_postgres(port: int, host: str = HOST) -> bool:
     """Send an SSLRequest; a PostgreSQL server answers with one byte, 'S' or 'N'."""
     try:
-        with socket.create_connection((HOST, port), timeout=2) as s:
+        with socket.create_connection((host, port), timeout=2) as s:
             s.settimeout(2)
             s.sendall(struct.pack(">ii", 8, 80877103))
             return _recv_exact(s, 1) in (b"S", b"N")
@@ -127,7 +127,7 @@ def probe_postgres(port: int) -> bool:
         return False
 
 
-def probe_mqtt(port: int) -> bool:
+def probe_mqtt(port: int, host: str = HOST) -> bool:
     """MQTT 3.1.1 CONNECT, expect CONNACK with return code 0."""
     client_id = b"bspump-probe"
     var_header = b"\x00\x04MQTT\x04\x02\x00\x05"  # clean session, keepalive 5 s
@@ -135,7 +135,7 @@ def probe_mqtt(port: int) -> bool:
     body = var_header + payload
     packet = b"\x10" + bytes([len(body)]) + body
     try:
-        with socket.create_connection((HOST, port), timeout=2) as s:
+        with socket.create_connection((host, port), timeout=2) as s:
             s.settimeout(2)
             s.sendall(packet)
             ack = _recv_exact(s, 4)
@@ -150,7 +150,7 @@ def _kstr(value: str) -> bytes:
     return struct.pack(">h", len(raw)) + raw
 
 
-def probe_kafka(port: int) -> bool:
+def probe_kafka(port: int, host: str = HOST) -> bool:
     """Metadata v4 request; ready when the broker lists at least one (unfenced) broker."""
     body = (
         struct.pack(">hhi", 3, 4, 1)
@@ -159,7 +159,7 @@ def probe_kafka(port: int) -> bool:
         + b"\x00"
     )
     try:
-        with socket.create_connection((HOST, port), timeout=3) as s:
+        with socket.create_connection((host, port), timeout=3) as s:
             s.settimeout(3)
             s.sendall(struct.pack(">i", len(body)) + body)
             (size,) = struct.unpack(">i", _recv_exact(s, 4))
@@ -178,13 +178,13 @@ def _bson_ping() -> bytes:
     return struct.pack("<i", len(elems) + 5) + elems + b"\x00"
 
 
-def probe_mongo(port: int) -> bool:
+def probe_mongo(port: int, host: str = HOST) -> bool:
     """OP_MSG {ping: 1}; ready when the reply carries ok: 1.0."""
     doc = _bson_ping()
     body = struct.pack("<I", 0) + b"\x00" + doc
     header = struct.pack("<iiii", 16 + len(body), 1, 0, 2013)
     try:
-        with socket.create_connection((HOST, port), timeout=3) as s:
+        with socket.create_connection((host, port), timeout=3) as s:
             s.settimeout(3)
             s.sendall(header + body)
             (size,) = struct.unpack("<i", _recv_exact(s, 4))
@@ -194,9 +194,9 @@ def probe_mongo(port: int) -> bool:
         return False
 
 
-def probe_http(port: int) -> bool:
+def probe_http(port: int, host: str = HOST) -> bool:
     try:
-        with urllib.request.urlopen(f"http://{HOST}:{port}/", timeout=3) as resp:
+        with urllib.request.urlopen(f"http://{host}:{port}/", timeout=3) as resp:
             json.loads(resp.read() or b"{}")
             return 200 <= resp.status < 300
     except (OSError, ValueError, urllib.error.URLError):
