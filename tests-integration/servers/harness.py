@@ -36,7 +36,10 @@ CACHE_DIR = Path(
 HOST = "127.0.0.1"
 
 # Pinned versions -------------------------------------------------------------
-KAFKA_VERSION = "4.1.1"  # also in kafka/pom.xml
+# BSPUMP_KAFKA_VERSION tries another org.apache.kafka:kafka_2.13 release (4.x) without editing.
+KAFKA_VERSION = (
+    os.environ.get("BSPUMP_KAFKA_VERSION") or "4.4.0"
+)  # default also in kafka/pom.xml
 FERRETDB_VERSION = "v1.24.2"
 FERRETDB_MODULE = "github.com/FerretDB/FerretDB"
 SECANTUSDB_SPEC = "SecantusDB==0.7.0b3"
@@ -570,8 +573,16 @@ class Kafka(Server):
         shutil.copyfile(
             HERE / "kafka" / "log4j2.properties", self.dir / "log4j2.properties"
         )
-        if (self.data_dir / "meta.properties").is_file():
+        stamp = self.dir / "data-version"
+        formatted = (self.data_dir / "meta.properties").is_file()
+        if formatted and stamp.is_file() and stamp.read_text().strip() == KAFKA_VERSION:
             return
+        if formatted:
+            # Metadata written by another Kafka release may not load (older releases cannot
+            # read newer records): test data is disposable, so start from a fresh log.
+            log(
+                f"kafka: {self.data_dir} was formatted by another Kafka version; re-formatting"
+            )
         if self.data_dir.exists():
             shutil.rmtree(self.data_dir)
         cluster_id = ""
@@ -584,6 +595,7 @@ class Kafka(Server):
                 "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)
             )
         )
+        stamp.write_text(KAFKA_VERSION + "\n")
 
     def command(self) -> list[str]:
         return self.java("kafka.Kafka", str(self.dir / "server.properties"))
