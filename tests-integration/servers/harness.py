@@ -58,7 +58,11 @@ def log(msg: str) -> None:
     print(f"[servers] {msg}", flush=True)
 
 
-def run(cmd: Sequence[str | os.PathLike[str]], **kw: object) -> None:
+def run(
+    cmd: Sequence[str | os.PathLike[str]],
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> None:
     """Run a command, raising HarnessError with its output on failure."""
     proc = subprocess.run(
         [str(c) for c in cmd],
@@ -66,7 +70,8 @@ def run(cmd: Sequence[str | os.PathLike[str]], **kw: object) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        **kw,  # type: ignore[arg-type]
+        env=env,
+        cwd=cwd,
     )
     if proc.returncode != 0:
         tail = "\n".join(proc.stdout.splitlines()[-40:])
@@ -169,7 +174,7 @@ def probe_kafka(port: int, host: str = HOST) -> bool:
             resp = _recv_exact(s, size)
             # correlation_id (4), throttle_time_ms (4), brokers array length (4)
             (brokers,) = struct.unpack(">i", resp[8:12])
-            return brokers >= 1
+            return int(brokers) >= 1
     except (OSError, struct.error):
         return False
 
@@ -201,7 +206,7 @@ def probe_http(port: int, host: str = HOST) -> bool:
     try:
         with urllib.request.urlopen(f"http://{host}:{port}/", timeout=3) as resp:
             json.loads(resp.read() or b"{}")
-            return 200 <= resp.status < 300
+            return bool(200 <= resp.status < 300)
     except (OSError, ValueError, urllib.error.URLError):
         return False
 
