@@ -744,7 +744,7 @@ SERVERS: dict[str, Server] = {
 ACTIONS = ("install", "start", "stop", "restart", "status")
 
 
-def timed(label: str, fn: Callable[[], str | None]) -> tuple[float, str | None]:
+def timed(fn: Callable[[], str | None]) -> tuple[float, str | None]:
     t0 = time.monotonic()
     result = fn()
     return time.monotonic() - t0, result
@@ -778,22 +778,26 @@ def main(argv: Sequence[str]) -> int:
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
 
     failures: list[str] = []
+    down: list[str] = []
     t_all = time.monotonic()
     for server in selected:
         try:
             if action == "status":
-                print(f"{server.name:14} {server.status()}")
+                line = server.status()
+                print(f"{server.name:14} {line}")
+                if not line.startswith("up "):
+                    down.append(server.name)
                 continue
             if action == "stop":
                 print(f"{server.name:14} {server.stop()}", flush=True)
                 continue
             if action == "restart":
                 server.stop()
-            t_install, _ = timed("install", server.install)
+            t_install, _ = timed(server.install)
             if action == "install":
                 print(f"{server.name:14} installed in {t_install:6.1f} s", flush=True)
                 continue
-            t_start, message = timed("start", server.start)
+            t_start, message = timed(server.start)
             print(
                 f"{server.name:14} install {t_install:6.1f} s, start {t_start:6.1f} s: {message}",
                 flush=True,
@@ -808,7 +812,9 @@ def main(argv: Sequence[str]) -> int:
     if failures:
         print(f"[servers] {action} failed for: {' '.join(failures)}", file=sys.stderr)
         return 1
-    return 0
+    return (
+        3 if down else 0
+    )  # status: 3 = some server is not answering (as LSB init scripts)
 
 
 if __name__ == "__main__":
