@@ -410,7 +410,8 @@ class Server:
         if pid_alive(pid):
             if not quiet:
                 log(
-                    f"{self.name}: pid {pid} ignored {signal.Signals(self.stop_signal).name} for {STOP_TIMEOUT:.0f} s, sending SIGKILL"
+                    f"{self.name}: pid {pid} ignored {signal.Signals(self.stop_signal).name} "
+                    f"for {STOP_TIMEOUT:.0f} s, sending SIGKILL"
                 )
             self._signal(pid, signal.SIGKILL)
             deadline = time.monotonic() + 10
