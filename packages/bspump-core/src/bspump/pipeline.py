@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("bspump.pipeline")
 
+#: Skipped events logged at WARNING per pipeline before the rest go to DEBUG (a bad file must not flood logs).
+SKIP_LOG_LIMIT = 10
+
 #: Context keys that locate an event in its source; quoted in error messages instead of the event itself.
 POSITION_KEYS = ("source", "topic", "partition", "offset", "key", "path", "line", "index")
 
@@ -52,12 +55,13 @@ class PipelineState(enum.Enum):
 class _Stage:
     """A processor as the hot path sees it: its bound method and its counters."""
 
-    __slots__ = ("component", "fn", "generator", "counters")
+    __slots__ = ("component", "counters", "failed", "fn", "generator")
 
     def __init__(self, component: Processor) -> None:
         self.component = component
+        self.failed = 0  # events of the current batch that failed here (not "dropped" by the stage)
         self.generator = isinstance(component, Generator)
-        self.fn = component.generate if self.generator else component.process
+        self.fn: Any = component.generate if isinstance(component, Generator) else component.process
         self.counters = Counters()
 
 
@@ -125,6 +129,7 @@ class Pipeline:
         self._source_tasks: list[asyncio.Task[None]] = []
         self._stop_task: asyncio.Task[None] | None = None
         self._connections: list[Connection] = []
+        self._skipped_logged = 0
         self.started_at: float | None = None
         self.stopped_at: float | None = None
 
@@ -137,7 +142,11 @@ class Pipeline:
             raise self.Config.error(key, f"unknown error policy {value!r}; choose one of {choices}") from None
 
     # -- assembly ---------------------------------------------------------------------------------------
-    def build(self, *components: Source | Processor | Sink | Sequence[Source], dead_letter: Sink | None = None) -> Pipeline:
+    def build(
+        self,
+        *components: Source | Processor | Sink | Sequence[Source],
+        dead_letter: Sink | None = None,
+    ) -> Pipeline:
         """Assemble the pipeline: one or more sources (or a list of them), processors, then one sink.
 
         ``dead_letter`` is the sink that receives events failed under the ``dead-letter`` policy, with
@@ -167,8 +176,8 @@ class Pipeline:
                 raise PipelineBuildError(f"pipeline {self.id!r}: two components have the ID {component.id!r}; "
                                          "pass id=... to tell them apart")
             seen.add(component.id)
-        if self.error_policy is ErrorPolicy.DEAD_LETTER or self.retry_fallback is ErrorPolicy.DEAD_LETTER:
-            if dead_letter is None:
+        uses_dead_letter = ErrorPolicy.DEAD_LETTER in (self.error_policy, self.retry_fallback)
+        if uses_dead_letter and dead_letter is None:
                 raise PipelineBuildError(
                     f"pipeline {self.id!r}: error_policy uses dead-letter but no dead-letter sink was given "
                     "(build(..., dead_letter=SomeSink(...)) or dead_letter = ComponentID in [pipeline:ID])")
@@ -301,7 +310,8 @@ class Pipeline:
             counters.events_in += len(events)
             counters.events_out += len(out)
             if not stage.generator:
-                counters.dropped += len(events) - len(out)
+                counters.dropped += len(events) - len(out) - stage.failed
+            stage.failed = 0
             events = out
             if not events:
                 break
@@ -333,7 +343,8 @@ class Pipeline:
             counters.events_in += len(pairs)
             counters.events_out += len(out)
             if not stage.generator:
-                counters.dropped += len(pairs) - len(out)
+                counters.dropped += len(pairs) - len(out) - stage.failed
+            stage.failed = 0
             pairs = out
             if not pairs:
                 break
@@ -350,8 +361,6 @@ class Pipeline:
         out: list[Any] | None,
         out_pairs: list[tuple[Context, Any]] | None,
     ) -> None:
-        stage.counters.errors += 1
-        self.counters.errors += 1
         policy = self.error_policy
         if policy is ErrorPolicy.RETRY:
             for _ in range(self.retry_attempts):
@@ -361,12 +370,18 @@ class Pipeline:
                 except Exception as again:
                     error = again
                     continue
+                log.debug("%s: succeeded on retry after %s", stage.component.qualified_id, error)
                 if out is not None:
                     out.extend(produced)
                 if out_pairs is not None:
                     out_pairs.extend((context, p) for p in produced)
+                if not produced and not stage.generator:
+                    stage.failed -= 1  # filtered on retry: counted as dropped by the stage
                 return
             policy = self.retry_fallback
+        stage.failed += 1
+        stage.counters.errors += 1
+        self.counters.errors += 1
         self._apply_policy(policy, stage.component, context, event, error, delivery)
 
     def _apply_policy(
@@ -381,9 +396,14 @@ class Pipeline:
         """Skip, dead-letter or stop for one failed event; ``delivery`` does not yet count the event."""
         problem = ProcessingError(self.id, component.id, error, describe_position(context))
         if policy is ErrorPolicy.SKIP:
-            if not isinstance(component, Processor):  # a processor stage already counts it as dropped
-                self.counters.dropped += 1
-            log.warning("%s; event skipped (error_policy = skip)", problem)
+            self.counters.dropped += 1
+            self._skipped_logged += 1
+            if self._skipped_logged <= SKIP_LOG_LIMIT:
+                more = " (further skips are logged at DEBUG level; the errors counter has them all)" \
+                    if self._skipped_logged == SKIP_LOG_LIMIT else ""
+                log.warning("%s; event skipped (error_policy = skip)%s", problem, more)
+            else:
+                log.debug("%s; event skipped (error_policy = skip)", problem)
             return
         if policy is ErrorPolicy.DEAD_LETTER and self.dead_letter_sink is not None:
             if component is self.dead_letter_sink:
@@ -449,10 +469,9 @@ class Pipeline:
     # -- acknowledgements ----------------------------------------------------------------------------------
     def _on_ack(self, count: int) -> None:
         in_flight = self.in_flight = self.in_flight - count
-        if in_flight < self.max_in_flight and "in flight" in self._throttles:
-            # Resume at half the bound so sources and sink do not flap around the limit.
-            if in_flight <= self.max_in_flight // 2:
-                self.unthrottle("in flight")
+        # Resume at half the bound so that sources and sink do not flap around the limit.
+        if in_flight <= self.max_in_flight // 2 and "in flight" in self._throttles:
+            self.unthrottle("in flight")
         if in_flight <= 0:
             self._drained.set()
 
@@ -546,7 +565,8 @@ class Pipeline:
                 await source.on_drained()
             except Exception as exc:
                 log.error("%s: committing positions at stop failed: %s", source.qualified_id, exc)
-        for component in [*self._sinks(), *self.sources]:
+        closing: list[Sink | Source] = [*self._sinks(), *self.sources]
+        for component in closing:
             try:
                 await component.close()
             except Exception as exc:
