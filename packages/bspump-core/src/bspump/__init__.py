@@ -7,7 +7,7 @@ from pkgutil import extend_path
 
 __path__ = extend_path(__path__, __name__)
 
-from ._missing import install_missing_connector_hint
+from ._missing import connector_attribute, install_missing_connector_hint
 from .application import BSPumpApplication
 from .batch import Batch, Context
 from .component import Component
@@ -45,6 +45,12 @@ from .source import ManualTrigger, PeriodicTrigger, Source, Trigger, TriggerSour
 from .version import __version__
 
 install_missing_connector_hint()
+
+
+def __getattr__(name: str) -> object:
+    # `from bspump import mongodb` and `bspump.kafka` without an import: import the connector, or say
+    # which distribution provides it (the import system turns a failed from-import into a bare ImportError).
+    return connector_attribute(__name__, name)
 
 __all__ = [
     "AsyncSink",
