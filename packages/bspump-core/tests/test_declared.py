@@ -136,7 +136,8 @@ async def test_module_class_type_errors(tmp_path: Path, monkeypatch: pytest.Monk
     for wrong, message in (("declared_plugins_mod:Nope", "has no 'Nope'"),
                            ("no_such_module_xyz:Enrich", "cannot import 'no_such_module_xyz'"),
                            ("json:dumps", "is not a class"),
-                           ("core.FileLookup", "is a lookup type; a pipeline component must be a source, processor, sink")):
+                           ("core.FileLookup", "is a lookup type; a pipeline component must be a source, "
+                                               "processor, sink")):
         path.write_text(text.replace("type = declared_plugins_mod:Enrich", f"type = {wrong}"))
         with pytest.raises(bspump.ConfigError, match=message) as info:
             await run_app(make_app(path))
@@ -204,7 +205,8 @@ async def test_unknown_key_in_component_section_of_a_strict_component(
     assert info.value.section == "pipeline:Logs:Out" and info.value.key == "fsyncc"
     assert "did you mean 'fsync'" in str(info.value)
     # a third-party processor with ConfigDefaults is strict too
-    path.write_text(path.read_text().replace("fsyncc = true", "").replace("lookup = Countries", "lookup = Countries\nlokup = x"))
+    text = path.read_text().replace("fsyncc = true", "")
+    path.write_text(text.replace("lookup = Countries", "lookup = Countries\nlokup = x"))
     with pytest.raises(bspump.ConfigError, match="lokup: unknown key; did you mean 'lookup'"):
         await run_app(make_app(path))
 

@@ -178,7 +178,8 @@ async def test_several_sources_feed_one_pipeline(app: bspump.BSPumpApplication) 
 
 
 async def test_pipeline_subclass_with_config_file_section(tmp_path: Any) -> None:
-    (tmp_path / "pipelines.conf").write_text("[pipeline:Sub]\nmax_in_flight = 7\n\n[pipeline:Sub:Src]\nbatch_size = 3\n")
+    (tmp_path / "pipelines.conf").write_text("[pipeline:Sub]\nmax_in_flight = 7\n\n"
+                                             "[pipeline:Sub:Src]\nbatch_size = 3\n")
     app = make_app(tmp_path / "pipelines.conf")
 
     class Sub(bspump.Pipeline):
