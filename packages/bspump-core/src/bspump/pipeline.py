@@ -288,12 +288,15 @@ class Pipeline:
             event = None
             if stage.generator:
                 extend = out.extend
+                mark = 0
                 while True:
                     try:
                         for event in it:
+                            mark = len(out)
                             extend(fn(context, event))
                         break
                     except Exception as exc:
+                        del out[mark:]  # what the generator yielded before failing belongs to the failed event
                         self._processor_failed(stage, context, event, exc, delivery, out, None)
             else:
                 append = out.append
@@ -325,10 +328,12 @@ class Pipeline:
             it = iter(pairs)
             context: Context = {}
             event = None
+            mark = 0
             while True:
                 try:
                     if stage.generator:
                         for context, event in it:
+                            mark = len(out)
                             for produced in fn(context, event):
                                 append((context, produced))
                     else:
@@ -338,6 +343,8 @@ class Pipeline:
                                 append((context, result))
                     break
                 except Exception as exc:
+                    if stage.generator:
+                        del out[mark:]  # what the generator yielded before failing belongs to the failed event
                     self._processor_failed(stage, context, event, exc, delivery, None, out)
             counters = stage.counters
             counters.events_in += len(pairs)
