@@ -333,3 +333,40 @@ async def test_non_transient_write_exception_fails_every_item_to_the_policy() ->
     assert await run_app(app) == 0
     assert p.dead_letter_sink.events == [1, 2]
     assert p.sources[0].committed == 2
+
+
+class HalfwayGenerator(bspump.Generator):
+    """Yields one part, then fails for 'bad' events (on the first ``fail_times`` calls)."""
+
+    def __init__(self, *args: Any, fail_times: int = 1_000, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.fail_times = fail_times
+
+    def generate(self, context: dict[str, Any], event: Any) -> Any:
+        yield f"{event}-a"
+        if event == "bad" and self.fail_times > 0:
+            self.fail_times -= 1
+            raise ValueError("failed halfway")
+        yield f"{event}-b"
+
+
+@pytest.mark.parametrize("per_event", [False, True])
+@pytest.mark.parametrize(("policy", "expected"), [
+    ({"error_policy": "skip"}, ["ok-a", "ok-b", "ok2-a", "ok2-b"]),
+    ({"error_policy": "retry", "retry_attempts": 2}, ["ok-a", "ok-b", "bad-a", "bad-b", "ok2-a", "ok2-b"]),
+])
+async def test_generator_failing_halfway_emits_nothing_of_the_failed_event(
+    per_event: bool, policy: dict[str, Any], expected: list[str]
+) -> None:
+    app = make_app()
+
+    class Source(bspump.Source):
+        async def main(self) -> None:
+            events = ["ok", "bad", "ok2"]
+            await self.emit(events, contexts=[{"i": i} for i in range(3)] if per_event else None)
+
+    p = bspump.Pipeline(app, "P", config={**FAST_RETRY, **policy})
+    p.build(Source(app, p), HalfwayGenerator(app, p, fail_times=1), bspump.MemorySink(app, p))
+    app.get_service("bspump.PumpService").add_pipeline(p)
+    assert await run_app(app) == 0
+    assert p.sink.events == expected  # no half of a skipped event, no duplicate half of a retried one
