@@ -121,8 +121,9 @@ def test_bspump_plugins_allow_and_block(site: Path, env: dict[str, str], blocked
     result = cli(site, "plugins", "--json", env=env)
     assert result.returncode == 0, result.stderr
     rows = {row["name"]: row for row in json.loads(result.stdout)}
-    assert {name for name, row in rows.items() if row["status"] == "blocked"} == blocked
-    assert not [row for row in rows.values() if row["status"] == "failed"]
+    ours = {"goodplug", "brokenplug", "badreg"}
+    assert {name for name in ours if rows[name]["status"] == "blocked"} == blocked
+    assert {rows[name]["status"] for name in ours - blocked} == {"loaded"}
     assert rows["core"]["status"] == "loaded"  # core's own types cannot be blocked away
 
 
@@ -165,7 +166,7 @@ def test_plugins_in_process_fault_isolation_and_allow_block(site: Path, monkeypa
     assert plugins.registry.resolve("processor", "goodplug.Upper").__name__ == "Upper"
     assert plugins.registry.resolve("processor", "Upper").__name__ == "Upper"  # unique bare name
     assert plugins.registry.resolve("sink", "goodplug.Loud").__name__ == "Shout"
-    assert plugins.registry.names("source") == ["core.FileSource", "core.MemorySource", "core.StdinSource"]
+    assert {"core.FileSource", "core.MemorySource", "core.StdinSource"} <= set(plugins.registry.names("source"))
 
     allowed = Plugins(environ={"BSPUMP_PLUGINS": "goodplug"})
     assert {i.name: i.status for i in allowed.infos}["brokenplug"] == "blocked"
