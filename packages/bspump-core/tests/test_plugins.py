@@ -123,7 +123,7 @@ def test_bspump_plugins_allow_and_block(site: Path, env: dict[str, str], blocked
     rows = {row["name"]: row for row in json.loads(result.stdout)}
     ours = {"goodplug", "brokenplug", "badreg"}
     assert {name for name in ours if rows[name]["status"] == "blocked"} == blocked
-    assert {rows[name]["status"] for name in ours - blocked} == {"loaded"}
+    assert all(rows[name]["status"] == "loaded" for name in ours - blocked)
     assert rows["core"]["status"] == "loaded"  # core's own types cannot be blocked away
 
 
