@@ -154,7 +154,7 @@ async def test_retry_exhausted_then_retry_fallback(fallback: str) -> None:
     exit_code = await run_app(app)
     failing = p.processors[0]
     if fallback == "stop":
-        assert failing.calls == 2 + 3  # 1, bad, three retries of bad; then the pipeline stops
+        assert failing.calls == 3 + 3  # the batch, then three retries of bad (with backoff); then it stops
         assert exit_code == 1 and p.sink.events == [] and p.sources[0].committed is None
         return
     assert failing.calls == 3 + 3  # three events, plus three retries of the bad one
@@ -353,7 +353,8 @@ class HalfwayGenerator(bspump.Generator):
 @pytest.mark.parametrize("per_event", [False, True])
 @pytest.mark.parametrize(("policy", "expected"), [
     ({"error_policy": "skip"}, ["ok-a", "ok-b", "ok2-a", "ok2-b"]),
-    ({"error_policy": "retry", "retry_attempts": 2}, ["ok-a", "ok-b", "bad-a", "bad-b", "ok2-a", "ok2-b"]),
+    # A retried event rejoins at the end of its batch, after its backoff.
+    ({"error_policy": "retry", "retry_attempts": 2}, ["ok-a", "ok-b", "ok2-a", "ok2-b", "bad-a", "bad-b"]),
 ])
 async def test_generator_failing_halfway_emits_nothing_of_the_failed_event(
     per_event: bool, policy: dict[str, Any], expected: list[str]
@@ -370,3 +371,32 @@ async def test_generator_failing_halfway_emits_nothing_of_the_failed_event(
     app.get_service("bspump.PumpService").add_pipeline(p)
     assert await run_app(app) == 0
     assert p.sink.events == expected  # no half of a skipped event, no duplicate half of a retried one
+
+
+async def test_processor_retry_backs_off_between_attempts() -> None:
+    """Retries of a failing processor wait retry_backoff, growing, instead of hammering at once."""
+    import time
+
+    app = make_app()
+
+    class Stamped(bspump.Processor):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.stamps: list[float] = []
+
+        def process(self, context: dict[str, Any], event: Any) -> Any:
+            if event == "bad":
+                self.stamps.append(time.monotonic())
+                raise ValueError("still failing")
+            return event
+
+    p = build(app, {"error_policy": "retry", "retry_attempts": 3, "retry_fallback": "skip",
+                    "retry_backoff": "40ms", "retry_backoff_max": "1s"},
+              [[1, "bad", 2]], lambda p: Stamped(app, p))
+    assert await run_app(app) == 0
+    stamps = p.processors[0].stamps
+    assert len(stamps) == 4  # the first call and three retries
+    gaps = [b - a for a, b in zip(stamps, stamps[1:])]
+    # Delays are 40, 80, 160 ms, each +/- 20 % jitter: every gap is at least the jittered lower bound.
+    assert gaps[0] >= 0.032 and gaps[1] >= 0.064 and gaps[2] >= 0.128
+    assert p.sink.events == [1, 2] and p.sources[0].committed == 3

@@ -55,14 +55,28 @@ class PipelineState(enum.Enum):
 class _Stage:
     """A processor as the hot path sees it: its bound method and its counters."""
 
-    __slots__ = ("component", "counters", "failed", "fn", "generator")
+    __slots__ = ("component", "counters", "failed", "fn", "generator", "index")
 
-    def __init__(self, component: Processor) -> None:
+    def __init__(self, component: Processor, index: int) -> None:
         self.component = component
+        self.index = index
         self.failed = 0  # events of the current batch that failed here (not "dropped" by the stage)
         self.generator = isinstance(component, Generator)
         self.fn: Any = component.generate if isinstance(component, Generator) else component.process
         self.counters = Counters()
+
+
+class _Retry:
+    """An event waiting to be retried at a stage, under the ``retry`` policy."""
+
+    __slots__ = ("attempts", "context", "error", "event", "stage")
+
+    def __init__(self, stage: _Stage, context: Context, event: Any, error: BaseException) -> None:
+        self.stage = stage
+        self.context = context
+        self.event = event
+        self.error = error
+        self.attempts = 0
 
 
 class _StopRequested(Exception):
@@ -185,7 +199,7 @@ class Pipeline:
         self.processors = flat
         self.sink = sink
         self.dead_letter_sink = dead_letter
-        self._stages = [_Stage(p) for p in flat]
+        self._stages = [_Stage(p, i) for i, p in enumerate(flat)]
         return self
 
     @property
@@ -257,13 +271,18 @@ class Pipeline:
         counters = self.counters
         counters.events_in += len(events)
         counters.sample(time.monotonic())
+        retries: list[_Retry] = []
         try:
             if contexts is None:
                 shared = context if context is not None else {}
-                out = self._run_shared(shared, events, delivery)
+                out = self._run_shared(shared, events, delivery, retries)
+                if retries:
+                    out.extend(event for _, event in await self._retry(retries, delivery))
                 batch = Batch(out, delivery, shared)
             else:
-                pairs = self._run_pairs(list(zip(contexts, events, strict=True)), delivery)
+                pairs = self._run_pairs(list(zip(contexts, events, strict=True)), delivery, retries)
+                if retries:
+                    pairs.extend(await self._retry(retries, delivery))
                 batch = Batch([e for _, e in pairs], delivery, context, [c for c, _ in pairs])
         except _StopRequested as stop:
             self._fail(stop.error)
@@ -280,7 +299,9 @@ class Pipeline:
             self.sink.put(batch)
         delivery.seal()
 
-    def _run_shared(self, context: Context, events: list[Any], delivery: Delivery) -> list[Any]:
+    def _run_shared(
+        self, context: Context, events: list[Any], delivery: Delivery, retries: list[_Retry]
+    ) -> list[Any]:
         for stage in self._stages:
             fn = stage.fn
             out: list[Any] = []
@@ -297,7 +318,7 @@ class Pipeline:
                         break
                     except Exception as exc:
                         del out[mark:]  # what the generator yielded before failing belongs to the failed event
-                        self._processor_failed(stage, context, event, exc, delivery, out, None)
+                        self._processor_failed(stage, context, event, exc, delivery, retries)
             else:
                 append = out.append
                 while True:
@@ -308,7 +329,7 @@ class Pipeline:
                                 append(result)
                         break
                     except Exception as exc:
-                        self._processor_failed(stage, context, event, exc, delivery, out, None)
+                        self._processor_failed(stage, context, event, exc, delivery, retries)
             counters = stage.counters
             counters.events_in += len(events)
             counters.events_out += len(out)
@@ -320,8 +341,10 @@ class Pipeline:
                 break
         return events
 
-    def _run_pairs(self, pairs: list[tuple[Context, Any]], delivery: Delivery) -> list[tuple[Context, Any]]:
-        for stage in self._stages:
+    def _run_pairs(
+        self, pairs: list[tuple[Context, Any]], delivery: Delivery, retries: list[_Retry], start: int = 0
+    ) -> list[tuple[Context, Any]]:
+        for stage in self._stages[start:] if start else self._stages:
             fn = stage.fn
             out: list[tuple[Context, Any]] = []
             append = out.append
@@ -345,7 +368,7 @@ class Pipeline:
                 except Exception as exc:
                     if stage.generator:
                         del out[mark:]  # what the generator yielded before failing belongs to the failed event
-                    self._processor_failed(stage, context, event, exc, delivery, None, out)
+                    self._processor_failed(stage, context, event, exc, delivery, retries)
             counters = stage.counters
             counters.events_in += len(pairs)
             counters.events_out += len(out)
@@ -365,31 +388,50 @@ class Pipeline:
         event: Any,
         error: Exception,
         delivery: Delivery,
-        out: list[Any] | None,
-        out_pairs: list[tuple[Context, Any]] | None,
+        retries: list[_Retry],
     ) -> None:
-        policy = self.error_policy
-        if policy is ErrorPolicy.RETRY:
-            for _ in range(self.retry_attempts):
-                try:
-                    result = stage.fn(context, event)
-                    produced = list(result) if stage.generator else [] if result is None else [result]
-                except Exception as again:
-                    error = again
-                    continue
-                log.debug("%s: succeeded on retry after %s", stage.component.qualified_id, error)
-                if out is not None:
-                    out.extend(produced)
-                if out_pairs is not None:
-                    out_pairs.extend((context, p) for p in produced)
-                if not produced and not stage.generator:
-                    stage.failed -= 1  # filtered on retry: counted as dropped by the stage
-                return
-            policy = self.retry_fallback
-        stage.failed += 1
+        stage.failed += 1  # failed here, not dropped by the stage's own decision
+        if self.error_policy is ErrorPolicy.RETRY:
+            retries.append(_Retry(stage, context, event, error))
+            return
         stage.counters.errors += 1
         self.counters.errors += 1
-        self._apply_policy(policy, stage.component, context, event, error, delivery)
+        self._apply_policy(self.error_policy, stage.component, context, event, error, delivery)
+
+    async def _retry(self, pending: list[_Retry], delivery: Delivery) -> list[tuple[Context, Any]]:
+        """Retry failed events with backoff (``retry_attempts`` each), then run them through the rest
+        of the chain; what still fails gets ``retry_fallback``. Recovered events join the end of the batch."""
+        backoff = self.retry_backoff()
+        recovered: list[tuple[Context, Any]] = []
+        while pending:
+            await asyncio.sleep(backoff.next_delay())
+            again: list[_Retry] = []
+            for item in pending:
+                stage = item.stage
+                item.attempts += 1
+                try:
+                    result = stage.fn(item.context, item.event)
+                    produced = list(result) if stage.generator else [] if result is None else [result]
+                except Exception as exc:
+                    if item.attempts < self.retry_attempts:
+                        item.error = exc
+                        again.append(item)
+                        continue
+                    stage.counters.errors += 1
+                    self.counters.errors += 1
+                    self._apply_policy(self.retry_fallback, stage.component, item.context, item.event, exc, delivery)
+                    continue
+                log.debug("%s: succeeded on retry %d after %s", stage.component.qualified_id, item.attempts,
+                          item.error)
+                stage.counters.events_out += len(produced)
+                if not produced and not stage.generator:
+                    stage.counters.dropped += 1
+                pairs = [(item.context, p) for p in produced]
+                if pairs and stage.index + 1 < len(self._stages):
+                    pairs = self._run_pairs(pairs, delivery, again, start=stage.index + 1)
+                recovered.extend(pairs)
+            pending = again
+        return recovered
 
     def _apply_policy(
         self,
