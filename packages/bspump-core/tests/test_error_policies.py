@@ -375,6 +375,7 @@ async def test_generator_failing_halfway_emits_nothing_of_the_failed_event(
 
 async def test_processor_retry_backs_off_between_attempts() -> None:
     """Retries of a failing processor wait retry_backoff, growing, instead of hammering at once."""
+    import itertools
     import time
 
     app = make_app()
@@ -396,7 +397,7 @@ async def test_processor_retry_backs_off_between_attempts() -> None:
     assert await run_app(app) == 0
     stamps = p.processors[0].stamps
     assert len(stamps) == 4  # the first call and three retries
-    gaps = [b - a for a, b in zip(stamps, stamps[1:])]
+    gaps = [b - a for a, b in itertools.pairwise(stamps)]
     # Delays are 40, 80, 160 ms, each +/- 20 % jitter: every gap is at least the jittered lower bound.
     assert gaps[0] >= 0.032 and gaps[1] >= 0.064 and gaps[2] >= 0.128
     assert p.sink.events == [1, 2] and p.sources[0].committed == 3

@@ -121,7 +121,9 @@ async def test_processors_generators_and_filters_with_a_shared_context(app: bspu
     assert (comps["DropOdd"]["in"], comps["DropOdd"]["out"], comps["DropOdd"]["dropped"]) == (10, 5, 5)
     assert (comps["Split"]["in"], comps["Split"]["out"], comps["Split"]["dropped"]) == (5, 10, 0)
     assert (comps["AddField"]["in"], comps["AddField"]["out"]) == (10, 10)
-    assert set(comps) == {"DropOdd", "Split", "AddField"}
+    assert set(comps) == {"MemorySource", "DropOdd", "Split", "AddField", "MemorySink"}
+    assert comps["MemorySource"]["out"] == 10  # sources count what they emitted
+    assert comps["MemorySink"]["in"] == 10  # sinks count what they were handed
 
 
 class PerEventSource(bspump.Source):

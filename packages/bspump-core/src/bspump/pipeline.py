@@ -63,7 +63,7 @@ class _Stage:
         self.failed = 0  # events of the current batch that failed here (not "dropped" by the stage)
         self.generator = isinstance(component, Generator)
         self.fn: Any = component.generate if isinstance(component, Generator) else component.process
-        self.counters = Counters()
+        self.counters = component.counters
 
 
 class _Retry:
@@ -295,8 +295,10 @@ class Pipeline:
             if self.in_flight >= self.max_in_flight:
                 self.throttle("in flight")
             self._drained.clear()
-            assert self.sink is not None
-            self.sink.put(batch)
+            sink = self.sink
+            assert sink is not None
+            sink.counters.events_in += n
+            sink.put(batch)
         delivery.seal()
 
     def _run_shared(
@@ -468,6 +470,7 @@ class Pipeline:
             delivery.add(1)
             self.in_flight += 1
             self._drained.clear()
+            self.dead_letter_sink.counters.events_in += 1
             self.dead_letter_sink.put(Batch([event], delivery, contexts=[letter_context]))
             return
         raise _StopRequested(problem)
@@ -504,6 +507,7 @@ class Pipeline:
     def handle_sink_failure(self, sink: Sink, batch: Batch, index: int, error: BaseException) -> None:
         """Apply the error policy to event ``index`` of ``batch`` that ``sink`` could not write."""
         self.counters.errors += 1
+        sink.counters.errors += 1
         policy = self.error_policy
         if policy is ErrorPolicy.RETRY:  # the sink already retried what was retryable
             policy = self.retry_fallback
@@ -647,7 +651,7 @@ class Pipeline:
         snapshot["in_flight"] = self.in_flight
         snapshot["state"] = self.state.value
         snapshot["throttles"] = sorted(self._throttles)
-        snapshot["components"] = {s.component.id: s.counters.snapshot() for s in self._stages}
+        snapshot["components"] = {c.id: c.counters.snapshot() for c in self.components}
         return snapshot
 
     def __repr__(self) -> str:
