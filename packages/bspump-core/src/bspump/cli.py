@@ -17,6 +17,7 @@ import orjson
 
 from .application import BSPumpApplication
 from .config import ConfigError, redact
+from .declare import unused_sections
 from .errors import BSPumpError
 from .plugins import Plugins
 from .version import __version__
@@ -130,6 +131,8 @@ def command_check(args: argparse.Namespace) -> int:
         print(f"pipeline {pipeline.id}: {chain}")
     for info in app.plugins.failed():
         print(f"warning: plugin {info.name} failed to load: {info.error}")
+    for problem in unused_sections(app):
+        print(f"warning: {problem}")
     print("ok: configuration is valid (nothing was connected)")
     return 0
 

@@ -116,3 +116,30 @@ def _expect(section: Section, cls: type, base: type, what: str) -> None:
     if not issubclass(cls, base):
         raise ConfigError(f"{cls.__module__}.{cls.__name__} is not {what}", file=section.file,
                           line=section.line_of("type"), section=section.name, key="type")
+
+
+def unused_sections(app: BSPumpApplication) -> list[str]:
+    """Sections that nothing consumed (a likely typo in an ID); ``[pipeline:ID]`` ones are validated too."""
+    from .component import build_config
+
+    service = app.pump_service
+    unused = []
+    for section in app.config.sections():
+        ids = section.ids
+        if section.kind == "connection" and ids[0] not in service.connections:
+            unused.append(f"[{section.name}] configures no connection (known: {_known(service.connections)})")
+        elif section.kind == "lookup" and ids[0] not in service.lookups:
+            unused.append(f"[{section.name}] configures no lookup (known: {_known(service.lookups)})")
+        elif section.kind == "pipeline" and ids[0] not in service.pipelines:
+            if len(ids) == 1:
+                build_config(Pipeline, app, section.name, None)  # report typos in its keys all the same
+            unused.append(f"[{section.name}] configures no pipeline (known: {_known(service.pipelines)})")
+        elif section.kind == "pipeline" and len(ids) == 2 and service.pipelines[ids[0]].locate(ids[1]) is None:
+            components = [c.id for c in service.pipelines[ids[0]].components]
+            unused.append(f"[{section.name}] configures no component of pipeline {ids[0]!r} "
+                          f"(its components: {', '.join(components)})")
+    return unused
+
+
+def _known(items: dict[str, Any]) -> str:
+    return ", ".join(sorted(items)) or "none"
