@@ -139,7 +139,9 @@ def test_sigterm_stops_gracefully_and_loses_nothing(tmp_path: Path) -> None:
 
 def test_check_warns_about_sections_nothing_uses(tmp_path: Path) -> None:
     conf = tmp_path / "pipelines.conf"
-    conf.write_text("[connection:KafkaConection]\nbootstrap_servers = k:9092\n\n[pipeline:Nobody]\nerror_policy = skip\n")
+    conf.write_text(
+        "[connection:KafkaConection]\nbootstrap_servers = k:9092\n\n[pipeline:Nobody]\nerror_policy = skip\n"
+    )
     result = bspump("check", str(conf))
     assert result.returncode == 0, result.stderr
     assert "warning: [connection:KafkaConection] configures no connection (known: none)" in result.stdout
