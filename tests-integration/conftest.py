@@ -10,6 +10,7 @@ index, MQTT topic prefix) derived from its node id plus a random suffix.
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import os
 import re
 import secrets
@@ -21,13 +22,26 @@ import urllib.parse
 import urllib.request
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from pathlib import Path
-from typing import NamedTuple
+from types import ModuleType
+from typing import ClassVar, NamedTuple
 
 import pytest
 import pytest_asyncio
 
 HERE = Path(__file__).resolve().parent
 RUN_SH = HERE / "servers" / "run.sh"
+
+
+def _load_harness() -> ModuleType:
+    """``servers/harness.py`` (stdlib only), for its protocol probes."""
+    spec = importlib.util.spec_from_file_location(
+        "bspump_servers_harness", HERE / "servers" / "harness.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
 
 DEFAULTS = {
     "BSPUMP_TEST_KAFKA": "127.0.0.1:9092",
@@ -287,7 +301,8 @@ class ServerControl:
 
     Mode ``BSPUMP_TEST_SERVER_CONTROL``: ``run.sh`` (default) drives
     ``tests-integration/servers/run.sh``; ``docker`` drives containers named
-    ``bspump-<name>`` (the GitHub workflow); ``none`` skips the calling test.
+    ``bspump-<name>`` (the GitHub workflow; ``bspump-mongodb`` for both MongoDB
+    names) and waits for the protocol to answer; ``none`` skips the calling test.
     """
 
     NAMES = (
@@ -298,6 +313,11 @@ class ServerControl:
         "secantusdb",
         "elasticsearch",
     )
+    # In the GitHub workflow one MongoDB replica set stands in for both wire servers.
+    DOCKER_ALIASES: ClassVar[dict[str, str]] = {
+        "ferretdb": "mongodb",
+        "secantusdb": "mongodb",
+    }
 
     def __init__(self, mode: str) -> None:
         self.mode = mode
@@ -323,29 +343,49 @@ class ServerControl:
     def _harness(self, action: str, name: str) -> str:
         self._check(name)
         if self.mode == "docker":
-            verb = {"stop": "stop", "start": "start", "restart": "restart"}[action]
-            out = self._run("docker", verb, f"bspump-{name}")
+            container = f"bspump-{self.DOCKER_ALIASES.get(name, name)}"
+            out = self._run("docker", action, container)
             if action != "stop":
-                self._wait_docker(name)
+                self._wait_ready(name)
             return out
         return self._run("bash", str(RUN_SH), action, name)
 
-    def _wait_docker(self, name: str, timeout: float = 120) -> None:
-        address = {
-            "postgresql": _url_address(_env("BSPUMP_TEST_POSTGRES_DSN"), 5432),
-            "mosquitto": Address.parse(_env("BSPUMP_TEST_MQTT"), 1883),
-            "kafka": Address.parse(_env("BSPUMP_TEST_KAFKA").split(",")[0], 9092),
-            "ferretdb": _url_address(_env("BSPUMP_TEST_MONGODB_URI"), 27017),
-            "secantusdb": _url_address(_env("BSPUMP_TEST_MONGODB_CS_URI"), 27018),
-            "elasticsearch": _url_address(_env("BSPUMP_TEST_ELASTICSEARCH_URL"), 9200),
+    def _wait_ready(self, name: str, timeout: float = 120) -> None:
+        """Wait for the protocol to answer (a published container port accepts TCP early)."""
+        harness = _load_harness()
+        address, probe = {
+            "postgresql": (
+                _url_address(_env("BSPUMP_TEST_POSTGRES_DSN"), 5432),
+                harness.probe_postgres,
+            ),
+            "mosquitto": (
+                Address.parse(_env("BSPUMP_TEST_MQTT"), 1883),
+                harness.probe_mqtt,
+            ),
+            "kafka": (
+                Address.parse(_env("BSPUMP_TEST_KAFKA").split(",")[0], 9092),
+                harness.probe_kafka,
+            ),
+            "ferretdb": (
+                _url_address(_env("BSPUMP_TEST_MONGODB_URI"), 27017),
+                harness.probe_mongo,
+            ),
+            "secantusdb": (
+                _url_address(_env("BSPUMP_TEST_MONGODB_CS_URI"), 27018),
+                harness.probe_mongo,
+            ),
+            "elasticsearch": (
+                _url_address(_env("BSPUMP_TEST_ELASTICSEARCH_URL"), 9200),
+                harness.probe_http,
+            ),
         }[name]
         deadline = time.monotonic() + timeout
-        while not _reachable(address, timeout=1):
+        while not probe(address.port, address.host):
             if time.monotonic() > deadline:
                 raise TimeoutError(
-                    f"container bspump-{name} did not come back on {address}"
+                    f"{name} did not answer on {address} after {timeout:.0f} s"
                 )
-            time.sleep(0.2)
+            time.sleep(0.3)
 
     def stop(self, name: str) -> str:
         return self._harness("stop", name)

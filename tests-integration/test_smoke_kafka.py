@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import TYPE_CHECKING
 
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 
-from conftest import TopicFactory
+# Types only: "conftest" is no unique module name to import at run time.
+if TYPE_CHECKING:
+    from conftest import TopicFactory
 
 pytestmark = [pytest.mark.smoke, pytest.mark.kafka]
 

@@ -62,7 +62,7 @@ async def test_change_stream_and_transaction_secantusdb(
                 await coll.update_one(
                     {"_id": "a"}, {"$inc": {"v": 10}}, session=session
                 )
-            changes = []
+            changes: list[Doc] = []
             async with asyncio.timeout(20):
                 while len(changes) < 3:
                     change = await stream.try_next()

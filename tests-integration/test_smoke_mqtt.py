@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+from typing import TYPE_CHECKING
 
 import aiomqtt
 import pytest
 
-from conftest import Address, ServerControl
+# Types only: "conftest" is no unique module name to import at run time.
+if TYPE_CHECKING:
+    from conftest import Address, ServerControl
 
 pytestmark = [pytest.mark.smoke, pytest.mark.mqtt]
 

@@ -36,7 +36,10 @@ CACHE_DIR = Path(
 HOST = "127.0.0.1"
 
 # Pinned versions -------------------------------------------------------------
-KAFKA_VERSION = "4.1.1"  # also in kafka/pom.xml
+# BSPUMP_KAFKA_VERSION tries another org.apache.kafka:kafka_2.13 release (4.x) without editing.
+KAFKA_VERSION = (
+    os.environ.get("BSPUMP_KAFKA_VERSION") or "4.4.0"
+)  # default also in kafka/pom.xml
 FERRETDB_VERSION = "v1.24.2"
 FERRETDB_MODULE = "github.com/FerretDB/FerretDB"
 SECANTUSDB_SPEC = "SecantusDB==0.7.0b3"
@@ -55,7 +58,11 @@ def log(msg: str) -> None:
     print(f"[servers] {msg}", flush=True)
 
 
-def run(cmd: Sequence[str | os.PathLike[str]], **kw: object) -> None:
+def run(
+    cmd: Sequence[str | os.PathLike[str]],
+    env: dict[str, str] | None = None,
+    cwd: Path | None = None,
+) -> None:
     """Run a command, raising HarnessError with its output on failure."""
     proc = subprocess.run(
         [str(c) for c in cmd],
@@ -63,7 +70,8 @@ def run(cmd: Sequence[str | os.PathLike[str]], **kw: object) -> None:
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
         text=True,
-        **kw,  # type: ignore[arg-type]
+        env=env,
+        cwd=cwd,
     )
     if proc.returncode != 0:
         tail = "\n".join(proc.stdout.splitlines()[-40:])
@@ -116,10 +124,10 @@ def _recv_exact(sock: socket.socket, n: int) -> bytes:
     return buf
 
 
-def probe_postgres(port: int) -> bool:
+def probe_postgres(port: int, host: str = HOST) -> bool:
     """Send an SSLRequest; a PostgreSQL server answers with one byte, 'S' or 'N'."""
     try:
-        with socket.create_connection((HOST, port), timeout=2) as s:
+        with socket.create_connection((host, port), timeout=2) as s:
             s.settimeout(2)
             s.sendall(struct.pack(">ii", 8, 80877103))
             return _recv_exact(s, 1) in (b"S", b"N")
@@ -127,7 +135,7 @@ def probe_postgres(port: int) -> bool:
         return False
 
 
-def probe_mqtt(port: int) -> bool:
+def probe_mqtt(port: int, host: str = HOST) -> bool:
     """MQTT 3.1.1 CONNECT, expect CONNACK with return code 0."""
     client_id = b"bspump-probe"
     var_header = b"\x00\x04MQTT\x04\x02\x00\x05"  # clean session, keepalive 5 s
@@ -135,7 +143,7 @@ def probe_mqtt(port: int) -> bool:
     body = var_header + payload
     packet = b"\x10" + bytes([len(body)]) + body
     try:
-        with socket.create_connection((HOST, port), timeout=2) as s:
+        with socket.create_connection((host, port), timeout=2) as s:
             s.settimeout(2)
             s.sendall(packet)
             ack = _recv_exact(s, 4)
@@ -150,7 +158,7 @@ def _kstr(value: str) -> bytes:
     return struct.pack(">h", len(raw)) + raw
 
 
-def probe_kafka(port: int) -> bool:
+def probe_kafka(port: int, host: str = HOST) -> bool:
     """Metadata v4 request; ready when the broker lists at least one (unfenced) broker."""
     body = (
         struct.pack(">hhi", 3, 4, 1)
@@ -159,14 +167,14 @@ def probe_kafka(port: int) -> bool:
         + b"\x00"
     )
     try:
-        with socket.create_connection((HOST, port), timeout=3) as s:
+        with socket.create_connection((host, port), timeout=3) as s:
             s.settimeout(3)
             s.sendall(struct.pack(">i", len(body)) + body)
             (size,) = struct.unpack(">i", _recv_exact(s, 4))
             resp = _recv_exact(s, size)
             # correlation_id (4), throttle_time_ms (4), brokers array length (4)
             (brokers,) = struct.unpack(">i", resp[8:12])
-            return brokers >= 1
+            return int(brokers) >= 1
     except (OSError, struct.error):
         return False
 
@@ -178,13 +186,13 @@ def _bson_ping() -> bytes:
     return struct.pack("<i", len(elems) + 5) + elems + b"\x00"
 
 
-def probe_mongo(port: int) -> bool:
+def probe_mongo(port: int, host: str = HOST) -> bool:
     """OP_MSG {ping: 1}; ready when the reply carries ok: 1.0."""
     doc = _bson_ping()
     body = struct.pack("<I", 0) + b"\x00" + doc
     header = struct.pack("<iiii", 16 + len(body), 1, 0, 2013)
     try:
-        with socket.create_connection((HOST, port), timeout=3) as s:
+        with socket.create_connection((host, port), timeout=3) as s:
             s.settimeout(3)
             s.sendall(header + body)
             (size,) = struct.unpack("<i", _recv_exact(s, 4))
@@ -194,11 +202,11 @@ def probe_mongo(port: int) -> bool:
         return False
 
 
-def probe_http(port: int) -> bool:
+def probe_http(port: int, host: str = HOST) -> bool:
     try:
-        with urllib.request.urlopen(f"http://{HOST}:{port}/", timeout=3) as resp:
+        with urllib.request.urlopen(f"http://{host}:{port}/", timeout=3) as resp:
             json.loads(resp.read() or b"{}")
-            return 200 <= resp.status < 300
+            return bool(200 <= resp.status < 300)
     except (OSError, ValueError, urllib.error.URLError):
         return False
 
@@ -402,7 +410,8 @@ class Server:
         if pid_alive(pid):
             if not quiet:
                 log(
-                    f"{self.name}: pid {pid} ignored {signal.Signals(self.stop_signal).name} for {STOP_TIMEOUT:.0f} s, sending SIGKILL"
+                    f"{self.name}: pid {pid} ignored {signal.Signals(self.stop_signal).name} "
+                    f"for {STOP_TIMEOUT:.0f} s, sending SIGKILL"
                 )
             self._signal(pid, signal.SIGKILL)
             deadline = time.monotonic() + 10
@@ -570,8 +579,16 @@ class Kafka(Server):
         shutil.copyfile(
             HERE / "kafka" / "log4j2.properties", self.dir / "log4j2.properties"
         )
-        if (self.data_dir / "meta.properties").is_file():
+        stamp = self.dir / "data-version"
+        formatted = (self.data_dir / "meta.properties").is_file()
+        if formatted and stamp.is_file() and stamp.read_text().strip() == KAFKA_VERSION:
             return
+        if formatted:
+            # Metadata written by another Kafka release may not load (older releases cannot
+            # read newer records): test data is disposable, so start from a fresh log.
+            log(
+                f"kafka: {self.data_dir} was formatted by another Kafka version; re-formatting"
+            )
         if self.data_dir.exists():
             shutil.rmtree(self.data_dir)
         cluster_id = ""
@@ -584,6 +601,7 @@ class Kafka(Server):
                 "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(props)
             )
         )
+        stamp.write_text(KAFKA_VERSION + "\n")
 
     def command(self) -> list[str]:
         return self.java("kafka.Kafka", str(self.dir / "server.properties"))
@@ -727,7 +745,7 @@ SERVERS: dict[str, Server] = {
 ACTIONS = ("install", "start", "stop", "restart", "status")
 
 
-def timed(label: str, fn: Callable[[], str | None]) -> tuple[float, str | None]:
+def timed(fn: Callable[[], str | None]) -> tuple[float, str | None]:
     t0 = time.monotonic()
     result = fn()
     return time.monotonic() - t0, result
@@ -761,22 +779,26 @@ def main(argv: Sequence[str]) -> int:
     CACHE_DIR.mkdir(parents=True, exist_ok=True)
 
     failures: list[str] = []
+    down: list[str] = []
     t_all = time.monotonic()
     for server in selected:
         try:
             if action == "status":
-                print(f"{server.name:14} {server.status()}")
+                line = server.status()
+                print(f"{server.name:14} {line}")
+                if not line.startswith("up "):
+                    down.append(server.name)
                 continue
             if action == "stop":
                 print(f"{server.name:14} {server.stop()}", flush=True)
                 continue
             if action == "restart":
                 server.stop()
-            t_install, _ = timed("install", server.install)
+            t_install, _ = timed(server.install)
             if action == "install":
                 print(f"{server.name:14} installed in {t_install:6.1f} s", flush=True)
                 continue
-            t_start, message = timed("start", server.start)
+            t_start, message = timed(server.start)
             print(
                 f"{server.name:14} install {t_install:6.1f} s, start {t_start:6.1f} s: {message}",
                 flush=True,
@@ -791,7 +813,9 @@ def main(argv: Sequence[str]) -> int:
     if failures:
         print(f"[servers] {action} failed for: {' '.join(failures)}", file=sys.stderr)
         return 1
-    return 0
+    return (
+        3 if down else 0
+    )  # status: 3 = some server is not answering (as LSB init scripts)
 
 
 if __name__ == "__main__":

@@ -7,14 +7,14 @@ from pkgutil import extend_path
 
 __path__ = extend_path(__path__, __name__)
 
-from ._missing import install_missing_connector_hint  # noqa: E402
-from .application import BSPumpApplication  # noqa: E402
-from .batch import Batch, Context  # noqa: E402
-from .component import Component  # noqa: E402
-from .config import ConfigError  # noqa: E402
-from .connection import Connection, ConnectionState  # noqa: E402
-from .delivery import Delivery, PositionTracker  # noqa: E402
-from .embedded import (  # noqa: E402
+from ._missing import connector_attribute, install_missing_connector_hint
+from .application import BSPumpApplication
+from .batch import Batch, Context
+from .component import Component
+from .config import ConfigError
+from .connection import Connection, ConnectionState
+from .delivery import Delivery, PositionTracker
+from .embedded import (
     FileLookup,
     FileSink,
     FileSource,
@@ -25,7 +25,7 @@ from .embedded import (  # noqa: E402
     StdinSource,
     StdoutSink,
 )
-from .errors import (  # noqa: E402
+from .errors import (
     BSPumpError,
     DuplicateIdError,
     PipelineBuildError,
@@ -35,16 +35,22 @@ from .errors import (  # noqa: E402
     UnknownConnectionError,
     UnknownIdError,
 )
-from .hookspecs import hookimpl  # noqa: E402
-from .lookup import Lookup  # noqa: E402
-from .pipeline import ErrorPolicy, Pipeline, PipelineState  # noqa: E402
-from .processor import Generator, Processor  # noqa: E402
-from .service import PumpService  # noqa: E402
-from .sink import AsyncSink, ItemFailure, Sink  # noqa: E402
-from .source import ManualTrigger, PeriodicTrigger, Source, Trigger, TriggerSource  # noqa: E402
-from .version import __version__  # noqa: E402
+from .hookspecs import hookimpl
+from .lookup import Lookup
+from .pipeline import ErrorPolicy, Pipeline, PipelineState
+from .processor import Generator, Processor
+from .service import PumpService
+from .sink import AsyncSink, ItemFailure, Sink
+from .source import ManualTrigger, PeriodicTrigger, Source, Trigger, TriggerSource
+from .version import __version__
 
 install_missing_connector_hint()
+
+
+def __getattr__(name: str) -> object:
+    # `from bspump import mongodb` and `bspump.kafka` without an import: import the connector, or say
+    # which distribution provides it (the import system turns a failed from-import into a bare ImportError).
+    return connector_attribute(__name__, name)
 
 __all__ = [
     "AsyncSink",
@@ -77,8 +83,8 @@ __all__ = [
     "PipelineStoppedError",
     "PluginError",
     "PositionTracker",
-    "Processor",
     "ProcessingError",
+    "Processor",
     "PumpService",
     "Sink",
     "Source",

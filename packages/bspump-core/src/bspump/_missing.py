@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import sys
 from collections.abc import Sequence
 from importlib.abc import MetaPathFinder
@@ -39,3 +40,11 @@ def install_missing_connector_hint() -> None:
     """Append the finder to ``sys.meta_path`` once."""
     if not any(isinstance(finder, MissingConnectorFinder) for finder in sys.meta_path):
         sys.meta_path.append(MissingConnectorFinder())
+
+
+def connector_attribute(package: str, name: str) -> ModuleType:
+    """Module ``__getattr__`` of ``bspump``: a known connector is imported on first access (raising the
+    install hint when it is missing); any other name is an ordinary AttributeError."""
+    if name not in KNOWN_CONNECTORS:
+        raise AttributeError(f"module {package!r} has no attribute {name!r}")
+    return importlib.import_module(f"{package}.{name}")

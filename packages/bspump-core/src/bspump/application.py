@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from .config import PipelinesConfig, load_config
-from .declare import declare_connections_and_lookups, declare_pipelines
+from .declare import declare_connections_and_lookups, declare_pipelines, unused_sections
 from .pipeline import Pipeline
 from .plugins import Plugins
 from .registry import TypeRegistry
@@ -94,6 +94,8 @@ class BSPumpApplication:
         if self.stopping:  # stop() was called before the loop existed
             self._stop_event.set()
         self.build_declared()
+        for problem in unused_sections(self):
+            log.warning("%s: %s", self.config.path or "configuration", problem)
         handlers = self._install_signal_handlers()
         self.running = True
         try:

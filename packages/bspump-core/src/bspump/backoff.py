@@ -22,7 +22,10 @@ class Backoff:
 
     def next_delay(self) -> float:
         """Return the delay before the next attempt and count the attempt."""
-        base = min(self.maximum, self.initial * (self.multiplier**self.attempt))
+        try:
+            base = min(self.maximum, self.initial * (self.multiplier**self.attempt))
+        except OverflowError:  # thousands of attempts into a long outage: long since at the cap
+            base = self.maximum
         self.attempt += 1
         if self.jitter <= 0:
             return base

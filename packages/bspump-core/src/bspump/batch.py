@@ -17,7 +17,7 @@ class Batch:
     holds one context per event, parallel to ``events``.
     """
 
-    __slots__ = ("events", "contexts", "context", "delivery")
+    __slots__ = ("context", "contexts", "delivery", "events")
 
     def __init__(
         self,

@@ -6,6 +6,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .config import ComponentConfig
+from .metrics import Counters
 
 if TYPE_CHECKING:
     from .application import BSPumpApplication
@@ -82,6 +83,7 @@ class Component:
         pipeline_id = getattr(pipeline, "id", None)
         section = f"pipeline:{pipeline_id}:{self.id}" if pipeline_id else f"component:{self.id}"
         self.Config = build_config(type(self), app, section, config)
+        self.counters = Counters()
         self.connections: list[Connection] = []
         self.connection: Connection | None = None
         name = connection or self.Config.get("connection")

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from .backoff import Backoff
 from .component import build_config
-from .config import redact_value
+from .config import Seconds, redact_value
 
 if TYPE_CHECKING:
     from .application import BSPumpApplication
@@ -55,11 +55,11 @@ class Connection:
 
     _bspump_base: ClassVar[bool] = True
     ConfigDefaults: ClassVar[dict[str, Any]] = {
-        "reconnect_initial": 0.5,
-        "reconnect_max": 30.0,
+        "reconnect_initial": Seconds(0.5),
+        "reconnect_max": Seconds(30.0),
         "reconnect_multiplier": 2.0,
         "reconnect_jitter": 0.2,
-        "connect_timeout": 30.0,
+        "connect_timeout": Seconds(30.0),
         "max_connect_attempts": 0,
     }
 
@@ -178,12 +178,12 @@ class Connection:
     async def _connect_loop(self, reconnect: bool) -> None:
         config = self.Config
         backoff = Backoff(
-            initial=config.getfloat("reconnect_initial"),
-            maximum=config.getfloat("reconnect_max"),
+            initial=config.getseconds("reconnect_initial"),
+            maximum=config.getseconds("reconnect_max"),
             multiplier=config.getfloat("reconnect_multiplier"),
             jitter=config.getfloat("reconnect_jitter"),
         )
-        timeout = config.getfloat("connect_timeout")
+        timeout = config.getseconds("connect_timeout")
         max_attempts = config.getint("max_connect_attempts")
         attempt = 0
         self._set_state(ConnectionState.RECONNECTING if reconnect else ConnectionState.CONNECTING)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import difflib
 from typing import TYPE_CHECKING, Any
 
 from .config import ConfigError, Section
@@ -27,8 +28,23 @@ def _resolve(app: BSPumpApplication, section: Section, kinds: tuple[str, ...]) -
             return app.registry.resolve(kind, name)
         except PluginError as exc:
             errors.append(exc)
-    raise ConfigError(str(errors[0]), file=section.file, line=section.line_of("type"), section=section.name,
-                      key="type")
+    message = str(errors[0])
+    if len(kinds) > 1 and ":" not in name:
+        # Suggest across every kind the section may hold: a mistyped sink must not be offered a source.
+        message = _unknown_component_type(app, name, kinds)
+    raise ConfigError(message, file=section.file, line=section.line_of("type"), section=section.name, key="type")
+
+
+def _unknown_component_type(app: BSPumpApplication, name: str, kinds: tuple[str, ...]) -> str:
+    registry = app.registry
+    for kind in registry.types:
+        if kind not in kinds and name in registry.types[kind]:
+            return f"{name!r} is a {kind} type; a pipeline component must be a {', '.join(kinds)}"
+    known = sorted({n for kind in kinds for n in registry.names(kind)})
+    close = difflib.get_close_matches(name, known, n=3)
+    hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
+    return (f"unknown component type {name!r}{hint} (installed {', '.join(kinds)} types: {', '.join(known) or 'none'};"
+            " a plugin may be missing, or write module:Class)")
 
 
 def declare_connections_and_lookups(app: BSPumpApplication) -> None:
@@ -100,3 +116,30 @@ def _expect(section: Section, cls: type, base: type, what: str) -> None:
     if not issubclass(cls, base):
         raise ConfigError(f"{cls.__module__}.{cls.__name__} is not {what}", file=section.file,
                           line=section.line_of("type"), section=section.name, key="type")
+
+
+def unused_sections(app: BSPumpApplication) -> list[str]:
+    """Sections that nothing consumed (a likely typo in an ID); ``[pipeline:ID]`` ones are validated too."""
+    from .component import build_config
+
+    service = app.pump_service
+    unused = []
+    for section in app.config.sections():
+        ids = section.ids
+        if section.kind == "connection" and ids[0] not in service.connections:
+            unused.append(f"[{section.name}] configures no connection (known: {_known(service.connections)})")
+        elif section.kind == "lookup" and ids[0] not in service.lookups:
+            unused.append(f"[{section.name}] configures no lookup (known: {_known(service.lookups)})")
+        elif section.kind == "pipeline" and ids[0] not in service.pipelines:
+            if len(ids) == 1:
+                build_config(Pipeline, app, section.name, None)  # report typos in its keys all the same
+            unused.append(f"[{section.name}] configures no pipeline (known: {_known(service.pipelines)})")
+        elif section.kind == "pipeline" and len(ids) == 2 and service.pipelines[ids[0]].locate(ids[1]) is None:
+            components = [c.id for c in service.pipelines[ids[0]].components]
+            unused.append(f"[{section.name}] configures no component of pipeline {ids[0]!r} "
+                          f"(its components: {', '.join(components)})")
+    return unused
+
+
+def _known(items: dict[str, Any]) -> str:
+    return ", ".join(sorted(items)) or "none"

@@ -32,7 +32,7 @@ class Delivery:
     sealed delivery; it never runs for a failed one, so its positions are never committed.
     """
 
-    __slots__ = ("positions", "pending", "sealed", "failed", "completed", "_listener", "_on_complete")
+    __slots__ = ("_listener", "_on_complete", "completed", "failed", "pending", "positions", "sealed")
 
     def __init__(
         self,

@@ -15,7 +15,8 @@ from .connection import Connection
 from .lookup import Lookup
 from .pipeline import Pipeline
 
-__all__ = ["app", "register_connection", "register_lookup", "register_pipeline", "start", "stop"]
+# `app` is created on first access (module __getattr__).
+__all__ = ["app", "register_connection", "register_lookup", "register_pipeline", "start", "stop"]  # noqa: F822
 
 T = TypeVar("T")
 _state: dict[str, Any] = {}

@@ -13,7 +13,7 @@ class Counters:
     most once a second, when batches arrive, so an idle pipeline costs nothing.
     """
 
-    __slots__ = ("events_in", "events_out", "dropped", "errors", "started", "_samples", "_last_sample")
+    __slots__ = ("_last_sample", "_samples", "dropped", "errors", "events_in", "events_out", "started")
 
     SAMPLE_INTERVAL = 1.0
     WINDOW = 10

@@ -26,6 +26,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("bspump.pipeline")
 
+#: Skipped events logged at WARNING per pipeline before the rest go to DEBUG (a bad file must not flood logs).
+SKIP_LOG_LIMIT = 10
+
 #: Context keys that locate an event in its source; quoted in error messages instead of the event itself.
 POSITION_KEYS = ("source", "topic", "partition", "offset", "key", "path", "line", "index")
 
@@ -52,13 +55,28 @@ class PipelineState(enum.Enum):
 class _Stage:
     """A processor as the hot path sees it: its bound method and its counters."""
 
-    __slots__ = ("component", "fn", "generator", "counters")
+    __slots__ = ("component", "counters", "failed", "fn", "generator", "index")
 
-    def __init__(self, component: Processor) -> None:
+    def __init__(self, component: Processor, index: int) -> None:
         self.component = component
+        self.index = index
+        self.failed = 0  # events of the current batch that failed here (not "dropped" by the stage)
         self.generator = isinstance(component, Generator)
-        self.fn = component.generate if self.generator else component.process
-        self.counters = Counters()
+        self.fn: Any = component.generate if isinstance(component, Generator) else component.process
+        self.counters = component.counters
+
+
+class _Retry:
+    """An event waiting to be retried at a stage, under the ``retry`` policy."""
+
+    __slots__ = ("attempts", "context", "error", "event", "stage")
+
+    def __init__(self, stage: _Stage, context: Context, event: Any, error: BaseException) -> None:
+        self.stage = stage
+        self.context = context
+        self.event = event
+        self.error = error
+        self.attempts = 0
 
 
 class _StopRequested(Exception):
@@ -125,6 +143,7 @@ class Pipeline:
         self._source_tasks: list[asyncio.Task[None]] = []
         self._stop_task: asyncio.Task[None] | None = None
         self._connections: list[Connection] = []
+        self._skipped_logged = 0
         self.started_at: float | None = None
         self.stopped_at: float | None = None
 
@@ -137,7 +156,11 @@ class Pipeline:
             raise self.Config.error(key, f"unknown error policy {value!r}; choose one of {choices}") from None
 
     # -- assembly ---------------------------------------------------------------------------------------
-    def build(self, *components: Source | Processor | Sink | Sequence[Source], dead_letter: Sink | None = None) -> Pipeline:
+    def build(
+        self,
+        *components: Source | Processor | Sink | Sequence[Source],
+        dead_letter: Sink | None = None,
+    ) -> Pipeline:
         """Assemble the pipeline: one or more sources (or a list of them), processors, then one sink.
 
         ``dead_letter`` is the sink that receives events failed under the ``dead-letter`` policy, with
@@ -167,8 +190,8 @@ class Pipeline:
                 raise PipelineBuildError(f"pipeline {self.id!r}: two components have the ID {component.id!r}; "
                                          "pass id=... to tell them apart")
             seen.add(component.id)
-        if self.error_policy is ErrorPolicy.DEAD_LETTER or self.retry_fallback is ErrorPolicy.DEAD_LETTER:
-            if dead_letter is None:
+        uses_dead_letter = ErrorPolicy.DEAD_LETTER in (self.error_policy, self.retry_fallback)
+        if uses_dead_letter and dead_letter is None:
                 raise PipelineBuildError(
                     f"pipeline {self.id!r}: error_policy uses dead-letter but no dead-letter sink was given "
                     "(build(..., dead_letter=SomeSink(...)) or dead_letter = ComponentID in [pipeline:ID])")
@@ -176,7 +199,7 @@ class Pipeline:
         self.processors = flat
         self.sink = sink
         self.dead_letter_sink = dead_letter
-        self._stages = [_Stage(p) for p in flat]
+        self._stages = [_Stage(p, i) for i, p in enumerate(flat)]
         return self
 
     @property
@@ -248,13 +271,18 @@ class Pipeline:
         counters = self.counters
         counters.events_in += len(events)
         counters.sample(time.monotonic())
+        retries: list[_Retry] = []
         try:
             if contexts is None:
                 shared = context if context is not None else {}
-                out = self._run_shared(shared, events, delivery)
+                out = self._run_shared(shared, events, delivery, retries)
+                if retries:
+                    out.extend(event for _, event in await self._retry(retries, delivery))
                 batch = Batch(out, delivery, shared)
             else:
-                pairs = self._run_pairs(list(zip(contexts, events, strict=True)), delivery)
+                pairs = self._run_pairs(list(zip(contexts, events, strict=True)), delivery, retries)
+                if retries:
+                    pairs.extend(await self._retry(retries, delivery))
                 batch = Batch([e for _, e in pairs], delivery, context, [c for c, _ in pairs])
         except _StopRequested as stop:
             self._fail(stop.error)
@@ -267,11 +295,15 @@ class Pipeline:
             if self.in_flight >= self.max_in_flight:
                 self.throttle("in flight")
             self._drained.clear()
-            assert self.sink is not None
-            self.sink.put(batch)
+            sink = self.sink
+            assert sink is not None
+            sink.counters.events_in += n
+            sink.put(batch)
         delivery.seal()
 
-    def _run_shared(self, context: Context, events: list[Any], delivery: Delivery) -> list[Any]:
+    def _run_shared(
+        self, context: Context, events: list[Any], delivery: Delivery, retries: list[_Retry]
+    ) -> list[Any]:
         for stage in self._stages:
             fn = stage.fn
             out: list[Any] = []
@@ -279,13 +311,16 @@ class Pipeline:
             event = None
             if stage.generator:
                 extend = out.extend
+                mark = 0
                 while True:
                     try:
                         for event in it:
+                            mark = len(out)
                             extend(fn(context, event))
                         break
                     except Exception as exc:
-                        self._processor_failed(stage, context, event, exc, delivery, out, None)
+                        del out[mark:]  # what the generator yielded before failing belongs to the failed event
+                        self._processor_failed(stage, context, event, exc, delivery, retries)
             else:
                 append = out.append
                 while True:
@@ -296,29 +331,34 @@ class Pipeline:
                                 append(result)
                         break
                     except Exception as exc:
-                        self._processor_failed(stage, context, event, exc, delivery, out, None)
+                        self._processor_failed(stage, context, event, exc, delivery, retries)
             counters = stage.counters
             counters.events_in += len(events)
             counters.events_out += len(out)
             if not stage.generator:
-                counters.dropped += len(events) - len(out)
+                counters.dropped += len(events) - len(out) - stage.failed
+            stage.failed = 0
             events = out
             if not events:
                 break
         return events
 
-    def _run_pairs(self, pairs: list[tuple[Context, Any]], delivery: Delivery) -> list[tuple[Context, Any]]:
-        for stage in self._stages:
+    def _run_pairs(
+        self, pairs: list[tuple[Context, Any]], delivery: Delivery, retries: list[_Retry], start: int = 0
+    ) -> list[tuple[Context, Any]]:
+        for stage in self._stages[start:] if start else self._stages:
             fn = stage.fn
             out: list[tuple[Context, Any]] = []
             append = out.append
             it = iter(pairs)
             context: Context = {}
             event = None
+            mark = 0
             while True:
                 try:
                     if stage.generator:
                         for context, event in it:
+                            mark = len(out)
                             for produced in fn(context, event):
                                 append((context, produced))
                     else:
@@ -328,12 +368,15 @@ class Pipeline:
                                 append((context, result))
                     break
                 except Exception as exc:
-                    self._processor_failed(stage, context, event, exc, delivery, None, out)
+                    if stage.generator:
+                        del out[mark:]  # what the generator yielded before failing belongs to the failed event
+                    self._processor_failed(stage, context, event, exc, delivery, retries)
             counters = stage.counters
             counters.events_in += len(pairs)
             counters.events_out += len(out)
             if not stage.generator:
-                counters.dropped += len(pairs) - len(out)
+                counters.dropped += len(pairs) - len(out) - stage.failed
+            stage.failed = 0
             pairs = out
             if not pairs:
                 break
@@ -347,27 +390,50 @@ class Pipeline:
         event: Any,
         error: Exception,
         delivery: Delivery,
-        out: list[Any] | None,
-        out_pairs: list[tuple[Context, Any]] | None,
+        retries: list[_Retry],
     ) -> None:
+        stage.failed += 1  # failed here, not dropped by the stage's own decision
+        if self.error_policy is ErrorPolicy.RETRY:
+            retries.append(_Retry(stage, context, event, error))
+            return
         stage.counters.errors += 1
         self.counters.errors += 1
-        policy = self.error_policy
-        if policy is ErrorPolicy.RETRY:
-            for _ in range(self.retry_attempts):
+        self._apply_policy(self.error_policy, stage.component, context, event, error, delivery)
+
+    async def _retry(self, pending: list[_Retry], delivery: Delivery) -> list[tuple[Context, Any]]:
+        """Retry failed events with backoff (``retry_attempts`` each), then run them through the rest
+        of the chain; what still fails gets ``retry_fallback``. Recovered events join the end of the batch."""
+        backoff = self.retry_backoff()
+        recovered: list[tuple[Context, Any]] = []
+        while pending:
+            await asyncio.sleep(backoff.next_delay())
+            again: list[_Retry] = []
+            for item in pending:
+                stage = item.stage
+                item.attempts += 1
                 try:
-                    result = stage.fn(context, event)
+                    result = stage.fn(item.context, item.event)
                     produced = list(result) if stage.generator else [] if result is None else [result]
-                except Exception as again:
-                    error = again
+                except Exception as exc:
+                    if item.attempts < self.retry_attempts:
+                        item.error = exc
+                        again.append(item)
+                        continue
+                    stage.counters.errors += 1
+                    self.counters.errors += 1
+                    self._apply_policy(self.retry_fallback, stage.component, item.context, item.event, exc, delivery)
                     continue
-                if out is not None:
-                    out.extend(produced)
-                if out_pairs is not None:
-                    out_pairs.extend((context, p) for p in produced)
-                return
-            policy = self.retry_fallback
-        self._apply_policy(policy, stage.component, context, event, error, delivery)
+                log.debug("%s: succeeded on retry %d after %s", stage.component.qualified_id, item.attempts,
+                          item.error)
+                stage.counters.events_out += len(produced)
+                if not produced and not stage.generator:
+                    stage.counters.dropped += 1
+                pairs = [(item.context, p) for p in produced]
+                if pairs and stage.index + 1 < len(self._stages):
+                    pairs = self._run_pairs(pairs, delivery, again, start=stage.index + 1)
+                recovered.extend(pairs)
+            pending = again
+        return recovered
 
     def _apply_policy(
         self,
@@ -382,7 +448,13 @@ class Pipeline:
         problem = ProcessingError(self.id, component.id, error, describe_position(context))
         if policy is ErrorPolicy.SKIP:
             self.counters.dropped += 1
-            log.warning("%s; event skipped (error_policy = skip)", problem)
+            self._skipped_logged += 1
+            if self._skipped_logged <= SKIP_LOG_LIMIT:
+                more = " (further skips are logged at DEBUG level; the errors counter has them all)" \
+                    if self._skipped_logged == SKIP_LOG_LIMIT else ""
+                log.warning("%s; event skipped (error_policy = skip)%s", problem, more)
+            else:
+                log.debug("%s; event skipped (error_policy = skip)", problem)
             return
         if policy is ErrorPolicy.DEAD_LETTER and self.dead_letter_sink is not None:
             if component is self.dead_letter_sink:
@@ -398,6 +470,7 @@ class Pipeline:
             delivery.add(1)
             self.in_flight += 1
             self._drained.clear()
+            self.dead_letter_sink.counters.events_in += 1
             self.dead_letter_sink.put(Batch([event], delivery, contexts=[letter_context]))
             return
         raise _StopRequested(problem)
@@ -434,6 +507,7 @@ class Pipeline:
     def handle_sink_failure(self, sink: Sink, batch: Batch, index: int, error: BaseException) -> None:
         """Apply the error policy to event ``index`` of ``batch`` that ``sink`` could not write."""
         self.counters.errors += 1
+        sink.counters.errors += 1
         policy = self.error_policy
         if policy is ErrorPolicy.RETRY:  # the sink already retried what was retryable
             policy = self.retry_fallback
@@ -448,10 +522,9 @@ class Pipeline:
     # -- acknowledgements ----------------------------------------------------------------------------------
     def _on_ack(self, count: int) -> None:
         in_flight = self.in_flight = self.in_flight - count
-        if in_flight < self.max_in_flight and "in flight" in self._throttles:
-            # Resume at half the bound so sources and sink do not flap around the limit.
-            if in_flight <= self.max_in_flight // 2:
-                self.unthrottle("in flight")
+        # Resume at half the bound so that sources and sink do not flap around the limit.
+        if in_flight <= self.max_in_flight // 2 and "in flight" in self._throttles:
+            self.unthrottle("in flight")
         if in_flight <= 0:
             self._drained.set()
 
@@ -545,7 +618,8 @@ class Pipeline:
                 await source.on_drained()
             except Exception as exc:
                 log.error("%s: committing positions at stop failed: %s", source.qualified_id, exc)
-        for component in [*self._sinks(), *self.sources]:
+        closing: list[Sink | Source] = [*self._sinks(), *self.sources]
+        for component in closing:
             try:
                 await component.close()
             except Exception as exc:
@@ -577,7 +651,7 @@ class Pipeline:
         snapshot["in_flight"] = self.in_flight
         snapshot["state"] = self.state.value
         snapshot["throttles"] = sorted(self._throttles)
-        snapshot["components"] = {s.component.id: s.counters.snapshot() for s in self._stages}
+        snapshot["components"] = {c.id: c.counters.snapshot() for c in self.components}
         return snapshot
 
     def __repr__(self) -> str:

@@ -78,18 +78,20 @@ class Plugins:
                 continue
             seen.add(ep.name)
             dist = ep.dist
-            info_kwargs = {"distribution": dist.name if dist else None, "version": dist.version if dist else None}
+            distribution, version = (dist.name, dist.version) if dist else (None, None)
             if (allow is not None and ep.name not in allow) or ep.name in block:
-                self.infos.append(PluginInfo(ep.name, ep.value, status="blocked", **info_kwargs))
+                self.infos.append(PluginInfo(ep.name, ep.value, distribution, version, status="blocked"))
                 continue
-            self._add(ep.name, ep.value, lambda _value, ep=ep: ep.load(), **info_kwargs)
+            self._add(ep.name, ep.value, lambda _value, ep=ep: ep.load(), distribution, version)
 
     def register(self, name: str, plugin: Any) -> PluginInfo:
         """Register an already imported plugin object (a module or class with hook implementations)."""
         return self._add(name, getattr(plugin, "__name__", repr(plugin)), lambda _value: plugin)
 
-    def _add(self, name: str, value: str, load: Any, **info_kwargs: Any) -> PluginInfo:
-        info = PluginInfo(name, value, **info_kwargs)
+    def _add(
+        self, name: str, value: str, load: Any, distribution: str | None = None, version: str | None = None
+    ) -> PluginInfo:
+        info = PluginInfo(name, value, distribution, version)
         self.infos.append(info)
         try:
             plugin = load(value)

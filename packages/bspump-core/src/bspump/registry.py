@@ -50,9 +50,10 @@ class TypeRegistry:
         close = difflib.get_close_matches(name, list(table), n=3)
         hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         known = ", ".join(sorted(table)) or "none"
+        prefix = name.split(".", 1)[0] if "." in name else ""
+        missing = f"; a plugin may be missing: pip install bspump-{prefix}" if prefix and prefix != "core" else ""
         raise PluginError(
-            f"unknown {kind} type {name!r}{hint} (installed {kind} types: {known}; a plugin may be missing: "
-            f"pip install bspump-{name.split('.', 1)[0]}; or write module:Class)"
+            f"unknown {kind} type {name!r}{hint} (installed {kind} types: {known}{missing}; or write module:Class)"
         )
 
 

@@ -78,14 +78,16 @@ class PumpService:
             return self.connections[address]
         if address in self.lookups:
             return self.lookups[address]
-        for pipeline in self.pipelines.values():
-            for component in pipeline.components:
-                if fnmatch.fnmatchcase(component.qualified_id, address):
-                    return component
+        # IDs first: "*" matches dots, so "Kafka*" would otherwise return a component of a pipeline
+        # "KafkaEvents" instead of the connection "KafkaConnection".
         for registry in (self.pipelines, self.connections, self.lookups):
             for key, value in registry.items():
                 if fnmatch.fnmatchcase(key, address):
                     return value
+        for pipeline in self.pipelines.values():
+            for component in pipeline.components:
+                if fnmatch.fnmatchcase(component.qualified_id, address):
+                    return component
         return None
 
     # -- lifecycle --------------------------------------------------------------------------------------

@@ -6,7 +6,8 @@ import asyncio
 import logging
 from collections import deque
 from collections.abc import Sequence
-from typing import Any, ClassVar, NamedTuple
+from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from .batch import Batch
 from .component import Component
@@ -40,7 +41,8 @@ class Sink(Component):
         """Release resources; nothing is written after this."""
 
 
-class ItemFailure(NamedTuple):
+@dataclass(frozen=True, slots=True)
+class ItemFailure:
     """One event of a batch that a sink could not write; ``retryable`` for transient causes."""
 
     index: int
@@ -87,6 +89,14 @@ class AsyncSink(Sink):
     async def start(self) -> None:
         if self._writer is None:
             self._writer = asyncio.create_task(self._write_loop(), name=f"sink:{self.qualified_id}")
+            self._writer.add_done_callback(self._writer_done)
+
+    def _writer_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        error = task.exception()
+        log.error("%s: writer crashed; the pipeline stops", self.qualified_id, exc_info=error)
+        self.pipeline._fail(error)
 
     async def flush(self) -> None:
         writer = self._writer

@@ -39,6 +39,7 @@ class Source(Component):
         delivery: Delivery | None = None,
     ) -> None:
         """Hand a batch to the pipeline; returns once it left the processors (sinks ack later)."""
+        self.counters.events_out += len(events)
         await self.pipeline.emit(events, context, contexts, delivery)
 
     async def on_drained(self) -> None:

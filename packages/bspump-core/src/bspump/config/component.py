@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import difflib
+import os
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any, Final, TypeVar
 
@@ -166,6 +167,22 @@ class ComponentConfig(Mapping[str, Any]):
             return self._section.location(k)
         return origin
 
+    def getpath(self, key: str, default: str | None = None) -> str:
+        """``key`` as a filesystem path; a relative path written in a file is taken relative to that
+        file's folder (so a pipelines.conf works from any working directory)."""
+        value = str(self._typed(key, default, "a path", _as_str, str))
+        k = key.lower()
+        section = self._section
+        if (
+            value
+            and self._origins.get(k) == _FILE
+            and section is not None
+            and section.file
+            and not os.path.isabs(value)
+        ):
+            return os.path.join(os.path.dirname(os.path.abspath(section.file)), value)
+        return value
+
     def redacted(self) -> dict[str, Any]:
         """The effective values with secrets replaced by ``***``."""
         return redact(self._values)
@@ -216,6 +233,10 @@ def _expected_message(key: str, expected: str, value: str) -> str:
     if len(shown) > 60:
         shown = shown[:57] + "..."
     return f"expected {expected}, got {shown!r}"
+
+
+def _as_str(value: Any) -> str | None:
+    return str(value) if isinstance(value, str | os.PathLike) else None
 
 
 def _as_int(value: Any) -> int | None:

@@ -38,7 +38,7 @@ class FileSource(Source):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.path = str(self.Config.get("path") or "")
+        self.path = self.Config.getpath("path", "")
         if not self.path:
             raise self.Config.error("path", "is required: the file to read")
         self.format = _check_format(self)
@@ -72,7 +72,7 @@ class FileSource(Source):
             handle.close()
 
     def _decode(self, lines: list[str], first_line: int, skip_empty: bool) -> list[Any]:
-        events = []
+        events: list[Any] = []
         append = events.append
         for number, line in enumerate(lines, first_line):
             text = line.rstrip("\r\n")
@@ -107,7 +107,7 @@ class FileSink(AsyncSink):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.path = str(self.Config.get("path") or "")
+        self.path = self.Config.getpath("path", "")
         if not self.path:
             raise self.Config.error("path", "is required: the file to write")
         self.format = _check_format(self)

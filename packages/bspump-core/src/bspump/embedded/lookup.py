@@ -19,7 +19,7 @@ class FileLookup(Lookup):
     ConfigDefaults: ClassVar[dict[str, Any]] = {"path": "", "key": "id", "format": "auto"}
 
     async def load(self) -> Mapping[Any, Any]:
-        path = str(self.Config.get("path") or "")
+        path = self.Config.getpath("path", "")
         if not path:
             raise self.Config.error("path", "is required: the file to load")
         fmt = str(self.Config.get("format")).lower()

@@ -1,0 +1,117 @@
+"""Every developer task is a nox session: `nox -l` lists them.
+
+Extra arguments after `--` go to pytest (e.g. `nox -s integration -- -k kafka`).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import nox
+
+ROOT = Path(__file__).parent
+PACKAGES = sorted(p.name for p in (ROOT / "packages").iterdir() if (p / "pyproject.toml").is_file())
+CONNECTORS = [p for p in PACKAGES if p != "bspump-core"]
+PYTHON = os.environ.get("BSPUMP_NOX_PYTHON", "3.11")
+TEST_TOOLS = ["pytest>=8", "pytest-asyncio>=0.24"]
+
+nox.options.default_venv_backend = "uv|virtualenv"
+nox.options.reuse_existing_virtualenvs = True
+nox.options.sessions = ["lint", "typing", "core_install", "tests", "tests_all", "docs", "integration"]
+
+
+def _editable(*packages: str) -> list[str]:
+    args: list[str] = []
+    for package in packages:
+        args += ["-e", str(ROOT / "packages" / package)]
+    return args
+
+
+def _extras(package: str) -> str:
+    """Connector test suites run with every optional client of the package installed."""
+    return {"bspump-kafka": "[confluent]"}.get(package, "")
+
+
+@nox.session(python=PYTHON)
+@nox.parametrize("package", PACKAGES)
+def tests(session: nox.Session, package: str) -> None:
+    """Unit tests of one package, in a venv holding only bspump-core and that package."""
+    installs = _editable("bspump-core")
+    if package != "bspump-core":
+        installs += ["-e", f"{ROOT / 'packages' / package}{_extras(package)}"]
+    session.install(*TEST_TOOLS, *installs)
+    session.run("pytest", str(ROOT / "packages" / package / "tests"), "-q", *session.posargs)
+
+
+@nox.session(python=PYTHON, venv_backend="virtualenv", reuse_venv=False)
+def core_install(session: nox.Session) -> None:
+    """`pip install packages/bspump-core` into an empty venv installs no connector client."""
+    session.install(str(ROOT / "packages" / "bspump-core"))
+    session.run("python", str(ROOT / "scripts" / "check_core_install.py"))
+
+
+@nox.session(python=PYTHON)
+def tests_all(session: nox.Session) -> None:
+    """Every package's unit tests together, with every package installed (the core's downstream check)."""
+    session.install(*TEST_TOOLS, *_editable("bspump-core"),
+                    *[arg for p in CONNECTORS for arg in ("-e", f"{ROOT / 'packages' / p}{_extras(p)}")])
+    for package in PACKAGES:
+        session.run("pytest", str(ROOT / "packages" / package / "tests"), "-q", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def integration(session: nox.Session) -> None:
+    """Start the test servers when they are not running, then run tests-integration/ against them."""
+    session.install(*TEST_TOOLS, "-r", str(ROOT / "tests-integration" / "requirements.txt"),
+                    *_editable("bspump-core"),
+                    *[arg for p in CONNECTORS for arg in ("-e", f"{ROOT / 'packages' / p}{_extras(p)}")])
+    if not os.environ.get("BSPUMP_SERVERS_EXTERNAL"):
+        session.run("bash", str(ROOT / "tests-integration" / "servers" / "run.sh"), "start", "all", external=True)
+    session.run("pytest", str(ROOT / "tests-integration"), "-q", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def lint(session: nox.Session) -> None:
+    """ruff over the whole repository."""
+    session.install("ruff>=0.8")
+    session.run("ruff", "check", str(ROOT))
+
+
+@nox.session(python=PYTHON)
+def typing(session: nox.Session) -> None:
+    """mypy: strict on bspump-core, and on each connector with its client installed."""
+    session.install("mypy>=1.13", *_editable("bspump-core"),
+                    *[arg for p in CONNECTORS for arg in ("-e", f"{ROOT / 'packages' / p}{_extras(p)}")])
+    session.run("mypy", "--strict", str(ROOT / "packages" / "bspump-core" / "src" / "bspump"))
+    for package in CONNECTORS:
+        session.run("mypy", str(ROOT / "packages" / package / "src"))
+
+
+@nox.session(python=PYTHON)
+def docs(session: nox.Session) -> None:
+    """Build the Sphinx site (warnings are errors) and run every example of the seed page."""
+    session.install("sphinx>=8", *TEST_TOOLS, *_editable("bspump-core"),
+                    *[arg for p in CONNECTORS for arg in ("-e", f"{ROOT / 'packages' / p}")])
+    session.run("sphinx-build", "-W", "-q", "-b", "html", str(ROOT / "docs"), str(ROOT / "docs" / "_build" / "html"))
+    session.run("pytest", str(ROOT / "docs" / "test_examples.py"), "-q", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def bench(session: nox.Session) -> None:
+    """Benchmarks: each prints its figures and ends with a JSON line (Kafka ones need the servers)."""
+    session.install(*_editable("bspump-core"))
+    session.run("python", str(ROOT / "benchmarks" / "core_throughput.py"), *session.posargs)
+    if (ROOT / "benchmarks" / "kafka_throughput.py").is_file() and "bspump-kafka" in CONNECTORS:
+        session.install("-e", f"{ROOT / 'packages' / 'bspump-kafka'}[confluent]")
+        session.run("bash", str(ROOT / "tests-integration" / "servers" / "run.sh"), "start", "kafka", external=True)
+        session.run("python", str(ROOT / "benchmarks" / "kafka_throughput.py"))
+
+
+@nox.session(python=PYTHON)
+def demo(session: nox.Session) -> None:
+    """The quickstart: a real pipeline over bundled access logs, no server needed."""
+    session.install(*_editable("bspump-core"))
+    session.run("bspump", "run", str(ROOT / "examples" / "quickstart"))
+
+
