@@ -34,11 +34,12 @@ import uuid
 from collections import deque
 from typing import Any
 
-import bspump
-import bspump.kafka
 import orjson
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+import bspump
+import bspump.kafka
 
 PARTITIONS = 3
 LINGER_MS = 5
@@ -78,7 +79,7 @@ async def delete_topics(bootstrap: str, names: list[str]) -> None:
     await admin.start()
     try:
         await admin.delete_topics(names)
-    except Exception as exc:  # noqa: BLE001 - cleanup only
+    except Exception as exc:
         print(f"# deleting topics failed: {exc}", file=sys.stderr)
     finally:
         await admin.close()

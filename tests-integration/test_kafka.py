@@ -10,12 +10,13 @@ import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-import bspump
-import bspump.kafka
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
 from conftest import TopicFactory
+
+import bspump
+import bspump.kafka
 
 pytestmark = [pytest.mark.kafka]
 

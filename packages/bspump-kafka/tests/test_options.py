@@ -6,10 +6,11 @@ import logging
 import ssl
 from typing import Any
 
+import pytest
+
 import bspump
 import bspump.kafka
 import bspump.kafka.plugin as kafka_plugin
-import pytest
 from bspump.config import parse_config
 from bspump.kafka.options import (
     ConsumerSettings,

@@ -254,7 +254,7 @@ class AiokafkaProducer:
             if count > start:
                 future = await producer.send_batch(builder, topic, partition=partition)
                 state.watch(future, _others(range(start, count), state))
-        except Exception as exc:  # noqa: BLE001 - the contract: failures go to `done`
+        except Exception as exc:
             # No metadata (cluster unreachable, unknown topic): what was not handed over failed.
             failed = {i for i, _ in state.failures}
             state.failures.extend((i, exc) for i in range(start, count) if i not in failed)
@@ -315,7 +315,7 @@ class AiokafkaProducer:
                 (topic, partition), (builder, members) = open_batches.popitem()
                 if members:
                     state.watch(await producer.send_batch(builder, topic, partition=partition), members)
-        except Exception as exc:  # noqa: BLE001 - the contract: failures go to `done`
+        except Exception as exc:
             unsent = [i for _, members in open_batches.values() for i in members]
             unsent.extend(range(index, len(values)))
             failed = {i for i, _ in state.failures}

@@ -133,7 +133,7 @@ class ConfluentConsumer:
         future = asyncio.run_coroutine_threadsafe(self.on_revoke(parts), self._loop)
         try:
             offsets = future.result(self.revoke_timeout + 5)
-        except Exception as exc:  # noqa: BLE001 - logged; the rebalance must go on
+        except Exception as exc:
             log.warning("waiting for in-flight events of revoked partitions failed: %s", exc)
             return
         if offsets and commit:

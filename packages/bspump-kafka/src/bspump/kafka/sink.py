@@ -9,8 +9,9 @@ from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import bspump
 import orjson
+
+import bspump
 
 from .backend import OutBatch, ProducerClient
 from .connection import KafkaConnection
@@ -215,7 +216,7 @@ class KafkaSink(bspump.Sink):
         if self._fast:
             try:
                 return self._encode_fast(batch), None, []
-            except Exception:  # noqa: BLE001, S110 - the careful path below isolates the failing event
+            except Exception:
                 pass
         return self._encode_careful(batch)
 
@@ -270,7 +271,7 @@ class KafkaSink(bspump.Sink):
                     headers = _error_headers(context, headers)
                 elif headers is not None and type(headers) is not list:
                     headers = list(headers)
-            except Exception as exc:  # noqa: BLE001 - becomes this event's failure
+            except Exception as exc:
                 if index_map is None:
                     index_map = list(range(index))
                 failures.append((index, exc))

@@ -8,8 +8,9 @@ import re
 from collections.abc import Callable, Hashable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, cast
 
-import bspump
 import orjson
+
+import bspump
 from bspump.config import Seconds
 
 from .backend import ConsumerClient, Fetched, Partition
@@ -234,7 +235,7 @@ class KafkaSource(bspump.Source):
         except asyncio.CancelledError:
             _keep_newest(pending, offsets)
             raise
-        except Exception as exc:  # noqa: BLE001 - classified just below
+        except Exception as exc:
             backend = self.kafka.backend
             if not backend.is_transient(exc):
                 log.warning("%s: commit failed (%s: %s); the partitions were probably rebalanced and their "
@@ -308,5 +309,5 @@ def _describe(partitions: list[Partition]) -> str:
 async def _quietly(awaitable: Any) -> None:
     try:
         await awaitable
-    except Exception as exc:  # noqa: BLE001 - cleanup of a half-started client
+    except Exception as exc:
         log.debug("cleanup failed: %s", exc)
