@@ -6,6 +6,10 @@ Every test runs on both client backends (``client = aiokafka`` and ``client = co
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -296,3 +300,123 @@ async def test_offsets_are_committed_only_up_to_the_first_unacknowledged_event(
     await run_until(app, lambda: sink.acked >= 999, 60, "999 acknowledgements")
     # Event 250 (offset 250) was never acknowledged: the commit stops at the start of its batch.
     assert await committed(kafka_bootstrap, group, source_topic, 1) == [250]
+
+
+# -- scale-out: two processes in one group ---------------------------------------------------------------
+
+
+class MarkWorker(bspump.Processor):
+    """Records which process handled the event, so the test sees the partitions being shared."""
+
+    def process(self, context: bspump.Context, event: Any) -> Any:
+        event["worker"] = os.getpid()
+        return event
+
+
+def run_worker(bootstrap: str, client: str, source_topic: str, target_topic: str, group: str) -> int:
+    """A group member in a process of its own (``python test_kafka.py worker ...``)."""
+    app, _ = build_app(bootstrap, client, {"topics": source_topic, "group_id": group, "batch_size": 200,
+                                           "commit_interval": 0.5, "session_timeout_ms": 6000,
+                                           "heartbeat_interval_ms": 1000},
+                       {"topic": target_topic}, {"max_in_flight": 2000},
+                       processor=lambda app, pipeline: MarkWorker(app, pipeline), pipeline_id="GroupWorker")
+    return app.run()
+
+
+def start_worker(bootstrap: str, client: str, source_topic: str, target_topic: str, group: str,
+                 log_path: str) -> subprocess.Popen[bytes]:
+    log_file = open(log_path, "wb")
+    return subprocess.Popen(
+        [sys.executable, __file__, "worker", bootstrap, client, source_topic, target_topic, group],
+        stdout=log_file, stderr=subprocess.STDOUT, cwd=os.path.dirname(__file__),
+    )
+
+
+@pytest.mark.timeout(240)
+async def test_two_processes_share_partitions_and_survive_sigkill(
+    kafka_bootstrap: str, kafka_topic_factory: TopicFactory, client: str, tmp_path: Any
+) -> None:
+    source_topic = await kafka_topic_factory(partitions=4)
+    target_topic = await kafka_topic_factory(partitions=4)
+    group = f"{source_topic}-g"
+    total = 30000
+    workers = [start_worker(kafka_bootstrap, client, source_topic, target_topic, group, str(tmp_path / f"w{i}.log"))
+               for i in range(2)]
+    try:
+        async def keep_producing() -> None:
+            for start in range(0, total, 500):
+                await produce(kafka_bootstrap, source_topic, json_values(start, start + 500))
+                await asyncio.sleep(0.1)
+
+        producing = asyncio.create_task(keep_producing())
+        # Both members must take part before one of them is killed.
+        deadline = time.monotonic() + 90
+        pids: set[int] = set()
+        while time.monotonic() < deadline:
+            records = await read_all(kafka_bootstrap, target_topic, 1, timeout=2, settle=0.2)
+            pids = {orjson.loads(r.value)["worker"] for r in records}
+            if len(pids) == 2 and len(records) > 3000:
+                break
+        assert pids == {w.pid for w in workers}, f"the partitions were not shared: {pids}"
+        victim, survivor = workers
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(10)
+        await producing
+
+        records = await read_all(kafka_bootstrap, target_topic, total, timeout=120, settle=3)
+        seen = [orjson.loads(r.value)["n"] for r in records]
+        missing = set(range(total)) - set(seen)
+        duplicates = len(seen) - len(set(seen))
+        print(f"[{client}] group of two, one SIGKILLed: {len(seen)} written, {duplicates} duplicates "
+              f"(the victim's unacknowledged or uncommitted window), {len(missing)} missing")
+        assert not missing, f"{len(missing)} messages lost, e.g. {sorted(missing)[:10]}"
+        survivor.send_signal(signal.SIGTERM)
+        assert survivor.wait(60) == 0
+        assert await committed(kafka_bootstrap, group, source_topic, 4) == await end_offsets(
+            kafka_bootstrap, source_topic, 4)
+    finally:
+        for worker in workers:
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
+
+
+# -- broker restart ----------------------------------------------------------------------------------------
+
+
+@pytest.mark.server_control
+@pytest.mark.timeout(300)
+async def test_broker_restart_mid_stream_loses_nothing(
+    kafka_bootstrap: str, kafka_topic_factory: TopicFactory, client: str, server_control: Any
+) -> None:
+    source_topic = await kafka_topic_factory(partitions=2)
+    target_topic = await kafka_topic_factory(partitions=2)
+    group = f"{source_topic}-g"
+    first = 5000
+    await produce(kafka_bootstrap, source_topic, json_values(0, first))
+    app, pipeline = build_app(kafka_bootstrap, client, {"topics": source_topic, "group_id": group,
+                                                        "batch_size": 100},
+                              {"topic": target_topic}, {"max_in_flight": 1000})
+    task = asyncio.create_task(app.run_async())
+    try:
+        await wait_until(lambda: sink_count(pipeline) >= 1000 or task.done(), 60, "1000 events written")
+        await asyncio.to_thread(server_control.restart, "kafka")
+        await produce(kafka_bootstrap, source_topic, json_values(first, first + 1000))
+        await wait_until(lambda: sink_count(pipeline) >= first + 1000 or task.done(), 180,
+                         "every event written after the restart")
+        assert not task.done(), "the application stopped instead of reconnecting"
+    finally:
+        app.stop()
+        await asyncio.wait_for(task, 120)
+    records = await read_all(kafka_bootstrap, target_topic, first + 1000)
+    seen = [orjson.loads(r.value)["n"] for r in records]
+    assert set(seen) == set(range(first + 1000))
+    print(f"[{client}] broker restart: {len(seen) - len(set(seen))} duplicates, "
+          f"{pipeline.sink.resent if isinstance(pipeline.sink, bspump.kafka.KafkaSink) else 0} events resent")
+
+
+if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "worker":
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(message)s")
+    sys.exit(run_worker(*sys.argv[2:7]))
