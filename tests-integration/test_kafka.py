@@ -415,6 +415,54 @@ async def test_broker_restart_mid_stream_loses_nothing(
           f"{pipeline.sink.resent if isinstance(pipeline.sink, bspump.kafka.KafkaSink) else 0} events resent")
 
 
+
+# -- the seed page's examples ---------------------------------------------------------------------------
+
+
+async def test_seed_page_example_runs_as_written(
+    kafka_bootstrap: str, kafka_topic_factory: TopicFactory, client: str, tmp_path: Any
+) -> None:
+    """examples/kafka/app.py holds the seed page's Kafka snippets verbatim; run it as a process."""
+    source_topic = await kafka_topic_factory(partitions=2)
+    target_topic = await kafka_topic_factory(partitions=2)
+    await produce(kafka_bootstrap, source_topic, [f"m{i}".encode() for i in range(100)])
+    example = os.path.join(os.path.dirname(__file__), "..", "examples", "kafka")
+    conf = tmp_path / "pipelines.conf"
+    conf.write_text(open(os.path.join(example, "pipelines.conf")).read().replace(
+        "# client=confluent", f"client={client}"))
+    env = {**os.environ, "BSPUMP_TEST_KAFKA": kafka_bootstrap, "EXAMPLE_INPUT_TOPIC": source_topic,
+           "EXAMPLE_OUTPUT_TOPIC": target_topic, "BSPUMP_CONFIG": str(conf)}
+    process = subprocess.Popen([sys.executable, "app.py"], cwd=example, env=env)
+    try:
+        records = await read_all(kafka_bootstrap, target_topic, 100, timeout=60)
+        assert sorted(r.value for r in records) == sorted(f"m{i}".encode() for i in range(100))
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.to_thread(process.wait, 60) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+def test_seed_page_jupyter_registration_runs_as_written() -> None:
+    from bspump import jupyter
+
+    jupyter._state.clear()
+    namespace: dict[str, Any] = {}
+    exec(  # the snippet of the seed page, as written
+        "from bspump.jupyter import *\n"
+        "import bspump.kafka\n"
+        "@register_connection\n"
+        "def kafka_connection(app):\n"
+        "    return bspump.kafka.KafkaConnection(app, \"KafkaConnection\")\n",
+        namespace,
+    )
+    connection = namespace["kafka_connection"]
+    assert isinstance(connection, bspump.kafka.KafkaConnection)
+    assert jupyter.get_app().pump_service.locate_connection("KafkaConnection") is connection
+    jupyter._state.clear()
+
+
 if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "worker":
     import logging
 
