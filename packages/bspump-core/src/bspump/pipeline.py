@@ -280,10 +280,14 @@ class Pipeline:
                     out.extend(event for _, event in await self._retry(retries, delivery))
                 batch = Batch(out, delivery, shared)
             else:
-                pairs = self._run_pairs(list(zip(contexts, events, strict=True)), delivery, retries)
+                if len(contexts) != len(events):
+                    raise ValueError(f"emit() got {len(events)} events but {len(contexts)} contexts")
+                contexts, out = self._run_columns(contexts, events, delivery, retries)
                 if retries:
-                    pairs.extend(await self._retry(retries, delivery))
-                batch = Batch([e for _, e in pairs], delivery, context, [c for c, _ in pairs])
+                    for recovered_context, recovered_event in await self._retry(retries, delivery):
+                        contexts.append(recovered_context)
+                        out.append(recovered_event)
+                batch = Batch(out, delivery, context, contexts)
         except _StopRequested as stop:
             self._fail(stop.error)
             raise PipelineStoppedError(str(stop.error)) from stop.error.cause
@@ -343,44 +347,67 @@ class Pipeline:
                 break
         return events
 
-    def _run_pairs(
-        self, pairs: list[tuple[Context, Any]], delivery: Delivery, retries: list[_Retry], start: int = 0
-    ) -> list[tuple[Context, Any]]:
+    def _run_columns(
+        self,
+        contexts: list[Context],
+        events: list[Any],
+        delivery: Delivery,
+        retries: list[_Retry],
+        start: int = 0,
+    ) -> tuple[list[Context], list[Any]]:
+        """The per-event-context path: contexts and events stay two parallel lists; a stage that drops
+        nothing leaves the context list untouched, so no (context, event) tuple is built per event."""
         for stage in self._stages[start:] if start else self._stages:
             fn = stage.fn
-            out: list[tuple[Context, Any]] = []
-            append = out.append
-            it = iter(pairs)
+            it = zip(contexts, events, strict=True)
             context: Context = {}
             event = None
-            mark = 0
-            while True:
-                try:
-                    if stage.generator:
+            if stage.generator:
+                out_contexts: list[Context] = []
+                out: list[Any] = []
+                mark = 0
+                while True:
+                    try:
                         for context, event in it:
                             mark = len(out)
                             for produced in fn(context, event):
-                                append((context, produced))
-                    else:
+                                out.append(produced)
+                                out_contexts.append(context)
+                        break
+                    except Exception as exc:
+                        del out[mark:], out_contexts[mark:]  # the failed event's partial output
+                        self._processor_failed(stage, context, event, exc, delivery, retries)
+            else:
+                out = []
+                append = out.append
+                holes = 0
+                while True:
+                    try:
                         for context, event in it:
                             result = fn(context, event)
-                            if result is not None:
-                                append((context, result))
-                    break
-                except Exception as exc:
-                    if stage.generator:
-                        del out[mark:]  # what the generator yielded before failing belongs to the failed event
-                    self._processor_failed(stage, context, event, exc, delivery, retries)
+                            if result is None:
+                                holes += 1
+                            append(result)
+                        break
+                    except Exception as exc:
+                        append(None)  # keeps events aligned with contexts; removed below
+                        holes += 1
+                        self._processor_failed(stage, context, event, exc, delivery, retries)
+                if holes:
+                    out_contexts = [c for c, r in zip(contexts, out, strict=True) if r is not None]
+                    out = [r for r in out if r is not None]
+                else:
+                    out_contexts = contexts
             counters = stage.counters
-            counters.events_in += len(pairs)
+            counters.events_in += len(events)
             counters.events_out += len(out)
             if not stage.generator:
-                counters.dropped += len(pairs) - len(out) - stage.failed
+                counters.dropped += len(events) - len(out) - stage.failed
             stage.failed = 0
-            pairs = out
-            if not pairs:
+            contexts, events = out_contexts, out
+            if not events:
                 break
-        return pairs
+        return contexts, events
 
     # -- errors -------------------------------------------------------------------------------------------
     def _processor_failed(
@@ -428,10 +455,10 @@ class Pipeline:
                 stage.counters.events_out += len(produced)
                 if not produced and not stage.generator:
                     stage.counters.dropped += 1
-                pairs = [(item.context, p) for p in produced]
-                if pairs and stage.index + 1 < len(self._stages):
-                    pairs = self._run_pairs(pairs, delivery, again, start=stage.index + 1)
-                recovered.extend(pairs)
+                contexts = [item.context] * len(produced)
+                if produced and stage.index + 1 < len(self._stages):
+                    contexts, produced = self._run_columns(contexts, produced, delivery, again, stage.index + 1)
+                recovered.extend(zip(contexts, produced, strict=True))
             pending = again
         return recovered
 
