@@ -401,3 +401,38 @@ async def test_processor_retry_backs_off_between_attempts() -> None:
     # Delays are 40, 80, 160 ms, each +/- 20 % jitter: every gap is at least the jittered lower bound.
     assert gaps[0] >= 0.032 and gaps[1] >= 0.064 and gaps[2] >= 0.128
     assert p.sink.events == [1, 2] and p.sources[0].committed == 3
+
+
+async def test_transient_item_failures_are_retried_past_retry_attempts_even_under_stop() -> None:
+    """A partition without a leader for a while must not stop the pipeline nor lose the event."""
+    app = make_app()
+
+    class Flaky(bspump.AsyncSink):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.events: list[Any] = []
+            self.refusals = 6  # more than retry_attempts
+
+        async def write(self, batch: bspump.Batch) -> Any:
+            failures = []
+            for index, event in enumerate(batch.events):
+                if event == "b" and self.refusals > 0:
+                    self.refusals -= 1
+                    failures.append(ItemFailure(index, ConnectionError("no leader"), transient=True))
+                else:
+                    self.events.append(event)
+            return failures
+
+    p = build(app, {"error_policy": "stop", "retry_attempts": 2}, [["a", "b", "c"]],
+              sink=lambda p: Flaky(app, p))
+    assert await run_app(app) == 0
+    assert sorted(p.sink.events) == ["a", "b", "c"] and p.sink.refusals == 0
+    assert p.sources[0].committed == 3
+    assert not p.sink.is_dead_letter
+
+
+async def test_is_dead_letter_marks_the_dead_letter_sink() -> None:
+    app = make_app()
+    p = build(app, {"error_policy": "dead-letter"}, [[1]], dead_letter=lambda p: bspump.MemorySink(app, p, id="DL"))
+    assert p.dead_letter_sink is not None and p.dead_letter_sink.is_dead_letter
+    assert p.sink is not None and not p.sink.is_dead_letter

@@ -12,7 +12,9 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Mapping
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, TypeVar
+
+P = TypeVar("P", bound=Hashable)
 
 
 class AckListener(Protocol):
@@ -36,10 +38,10 @@ class Delivery:
 
     def __init__(
         self,
-        positions: Mapping[Hashable, Any] | None = None,
+        positions: Mapping[Any, Any] | None = None,
         on_complete: Callable[[Delivery], None] | None = None,
     ) -> None:
-        self.positions: Mapping[Hashable, Any] = positions or {}
+        self.positions: Mapping[Any, Any] = positions or {}
         self.pending = 0
         self.sealed = False
         self.failed: BaseException | None = None
@@ -88,7 +90,7 @@ class Delivery:
         return f"<Delivery {dict(self.positions)!r} {state}>"
 
 
-class PositionTracker:
+class PositionTracker(Generic[P]):
     """Highest contiguous acknowledged position per partition, for sources that commit positions.
 
     ``track({partition: position})`` is called in the order batches are read; ``position`` is what the
@@ -98,11 +100,11 @@ class PositionTracker:
     """
 
     def __init__(self) -> None:
-        self._queues: dict[Hashable, deque[tuple[Any, Delivery]]] = {}
-        self._committable: dict[Hashable, Any] = {}
-        self._changed: set[Hashable] = set()
+        self._queues: dict[P, deque[tuple[Any, Delivery]]] = {}
+        self._committable: dict[P, Any] = {}
+        self._changed: set[P] = set()
 
-    def track(self, positions: Mapping[Hashable, Any]) -> Delivery:
+    def track(self, positions: Mapping[P, Any]) -> Delivery:
         """Start tracking a batch covering ``positions``; returns the delivery to hand to the pipeline."""
         delivery = Delivery(dict(positions), self._completed)
         for partition, position in positions.items():
@@ -117,24 +119,24 @@ class PositionTracker:
                 self._committable[partition] = position
                 self._changed.add(partition)
 
-    def take_committable(self, partitions: Iterable[Hashable] | None = None) -> dict[Hashable, Any]:
+    def take_committable(self, partitions: Iterable[P] | None = None) -> dict[P, Any]:
         """Positions that advanced since the last call (optionally only for ``partitions``)."""
         wanted = self._changed if partitions is None else self._changed.intersection(partitions)
         result = {p: self._committable[p] for p in wanted}
         self._changed.difference_update(result)
         return result
 
-    def committed_view(self) -> dict[Hashable, Any]:
+    def committed_view(self) -> dict[P, Any]:
         """Every partition's highest contiguous acknowledged position so far."""
         return dict(self._committable)
 
-    def pending(self, partitions: Iterable[Hashable] | None = None) -> int:
+    def pending(self, partitions: Iterable[P] | None = None) -> int:
         """Number of batches still awaiting acknowledgement (in ``partitions`` if given)."""
         if partitions is None:
             return sum(len(q) for q in self._queues.values())
         return sum(len(self._queues.get(p, ())) for p in partitions)
 
-    async def wait_drained(self, partitions: Iterable[Hashable] | None = None, timeout: float | None = None) -> bool:
+    async def wait_drained(self, partitions: Iterable[P] | None = None, timeout: float | None = None) -> bool:
         """Wait until the given partitions (default all) have nothing pending; False on timeout."""
         wanted = None if partitions is None else list(partitions)
         loop = asyncio.get_running_loop()
@@ -146,7 +148,7 @@ class PositionTracker:
             await asyncio.sleep(0.005)
         return True
 
-    def forget(self, partitions: Iterable[Hashable]) -> None:
+    def forget(self, partitions: Iterable[P]) -> None:
         """Stop tracking partitions (after they were revoked); their unacknowledged batches are never committed."""
         for partition in partitions:
             self._queues.pop(partition, None)

@@ -40,14 +40,25 @@ class Sink(Component):
     async def close(self) -> None:
         """Release resources; nothing is written after this."""
 
+    @property
+    def is_dead_letter(self) -> bool:
+        """True when this sink is its pipeline's dead-letter sink (its events carry ``error`` in context)."""
+        return self is getattr(self.pipeline, "dead_letter_sink", None)
+
 
 @dataclass(frozen=True, slots=True)
 class ItemFailure:
-    """One event of a batch that a sink could not write; ``retryable`` for transient causes."""
+    """One event of a batch that a sink could not write.
+
+    ``retryable``: worth ``retry_attempts`` more tries before the error policy applies (a timeout, a
+    throttled request). ``transient``: a link problem (no leader, connection lost) rather than anything
+    about the event, so it is retried with backoff for as long as it takes, like a failed write as a whole.
+    """
 
     index: int
     error: BaseException
     retryable: bool = False
+    transient: bool = False
 
 
 class AsyncSink(Sink):
@@ -161,13 +172,29 @@ class AsyncSink(Sink):
 
     async def _handle_failures(self, batch: Batch, failures: list[ItemFailure]) -> None:
         pipeline = self.pipeline
-        attempts = pipeline.retry_attempts
+        attempts_left = pipeline.retry_attempts
         backoff = pipeline.retry_backoff()
-        retrying = [f for f in failures if f.retryable]
-        final = [f for f in failures if not f.retryable]
-        while retrying and attempts > 0:
-            attempts -= 1
-            await asyncio.sleep(backoff.next_delay())
+        final = [f for f in failures if not (f.retryable or f.transient)]
+        retrying = [f for f in failures if f.retryable or f.transient]
+        while retrying:
+            if attempts_left <= 0:
+                # Out of attempts: transient failures go on (the link will come back), the rest meet the policy.
+                final.extend(f for f in retrying if not f.transient)
+                retrying = [f for f in retrying if f.transient]
+                if not retrying:
+                    break
+            attempts_left -= 1
+            delay = backoff.next_delay()
+            link_failure = next((f for f in retrying if f.transient), None)
+            if link_failure is not None:
+                log.warning("%s: %d events not written (%s: %s); retrying in %.2fs", self.qualified_id,
+                            len(retrying), type(link_failure.error).__name__, link_failure.error, delay)
+                for connection in self.connections:
+                    connection.report_failure(link_failure.error)
+            await asyncio.sleep(delay)
+            for connection in self.connections:
+                if not connection.ready:
+                    await connection.wait_ready()
             indexes = [f.index for f in retrying]
             subset = batch.subset(indexes)
             try:
@@ -175,14 +202,14 @@ class AsyncSink(Sink):
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                again = [ItemFailure(i, exc, self.is_transient(exc)) for i in range(len(subset))]
+                is_link = self.is_transient(exc)
+                again = [ItemFailure(i, exc, is_link, is_link) for i in range(len(subset))]
             # Map indexes of the subset back to the original batch.
-            again = [ItemFailure(indexes[f.index], f.error, f.retryable) for f in again]
+            again = [ItemFailure(indexes[f.index], f.error, f.retryable, f.transient) for f in again]
             written = len(subset) - len(again)
             if written:
                 batch.delivery.ack(written)
-            retrying = [f for f in again if f.retryable]
-            final.extend(f for f in again if not f.retryable)
-        final.extend(retrying)
+            retrying = [f for f in again if f.retryable or f.transient]
+            final.extend(f for f in again if not (f.retryable or f.transient))
         for failure in final:
             pipeline.handle_sink_failure(self, batch, failure.index, failure.error)
