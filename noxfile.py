@@ -85,7 +85,9 @@ def typing(session: nox.Session) -> None:
                     *[arg for p in CONNECTORS for arg in ("-e", f"{ROOT / 'packages' / p}{_extras(p)}")])
     session.run("mypy", "--strict", str(ROOT / "packages" / "bspump-core" / "src" / "bspump"))
     for package in CONNECTORS:
-        session.run("mypy", str(ROOT / "packages" / package / "src"))
+        # Each connector's own pyproject.toml says how strict to be and which clients lack type hints.
+        with session.chdir(ROOT / "packages" / package):
+            session.run("mypy", "src")
 
 
 @nox.session(python=PYTHON)

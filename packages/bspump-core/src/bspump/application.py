@@ -9,7 +9,7 @@ import signal
 import threading
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .config import PipelinesConfig, load_config
 from .declare import declare_connections_and_lookups, declare_pipelines, unused_sections
@@ -17,6 +17,9 @@ from .pipeline import Pipeline
 from .plugins import Plugins
 from .registry import TypeRegistry
 from .service import PumpService
+
+if TYPE_CHECKING:
+    from .web import WebServer
 
 log = logging.getLogger("bspump.application")
 
@@ -51,9 +54,11 @@ class BSPumpApplication:
         self._stop_event: asyncio.Event | None = None
         self._declared = False
         self._pending_starts: list[asyncio.Task[None]] = []
-        from .web import WebServer  # deferred: only applications that serve HTTP need it
+        self.web: WebServer | None = None
+        if self.config.section("web") is not None:
+            from .web import WebServer  # deferred: prometheus-client costs ~80 ms to import
 
-        self.web = WebServer.from_config(self)
+            self.web = WebServer.from_config(self)
         declare_connections_and_lookups(self)
         self.plugins.extend_application(self)
 

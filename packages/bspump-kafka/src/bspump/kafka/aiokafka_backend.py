@@ -11,9 +11,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import operator
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+import orjson
 from aiokafka import (
     AIOKafkaConsumer,
     AIOKafkaProducer,
@@ -32,6 +34,7 @@ from .backend import (
     RevokeHandler,
     SendDone,
 )
+from .codec import encode_auto, json_default
 from .options import (
     ClientOptions,
     ConsumerSettings,
@@ -110,7 +113,7 @@ class AiokafkaConsumer:
                 continue
             topic = tp.topic
             partition = tp.partition
-            values.extend([r.value for r in records])
+            values.extend(map(_VALUE, records))
             contexts.extend([
                 {"topic": topic, "partition": partition, "offset": r.offset, "key": r.key,
                  "timestamp": r.timestamp, "headers": r.headers}
@@ -135,6 +138,7 @@ class AiokafkaConsumer:
 
 
 _NO_HEADERS: list[tuple[str, bytes]] = []
+_VALUE = operator.attrgetter("value")
 
 
 def _as_list(headers: Any) -> list[tuple[str, bytes]]:
@@ -234,6 +238,32 @@ class AiokafkaProducer:
             partitions = sorted(await producer.partitions_for(topic))
             partition = partitions[self._next_sticky(topic, len(partitions))]
             builder = producer.create_batch()
+            if headers is None and (encode is None or encode is encode_auto):
+                # The common case, no headers and JSON-or-bytes values: the tightest loop, encoding inline.
+                dumps = orjson.dumps
+                append = builder.append
+                for index, value in enumerate(values):
+                    if encode is not None:
+                        kind = type(value)
+                        if kind is dict:
+                            value = dumps(value, default=json_default)
+                        elif kind is not bytes:
+                            try:
+                                value = encode(value)
+                            except (TypeError, ValueError) as exc:
+                                state.failures.append((index, exc))
+                                continue
+                    if append(key=None, value=value, timestamp=None, headers=_NO_HEADERS) is None:
+                        if index > start:
+                            future = await producer.send_batch(builder, topic, partition=partition)
+                            state.watch(future, _others(range(start, index), state))
+                        builder = producer.create_batch()
+                        append = builder.append
+                        start = index
+                        if append(key=None, value=value, timestamp=None, headers=_NO_HEADERS) is None:
+                            state.failures.append((index, _too_large()))
+                            start = index + 1
+                values = []  # handled
             for index, value in enumerate(values):
                 if encode is not None:
                     try:

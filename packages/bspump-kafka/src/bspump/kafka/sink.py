@@ -5,15 +5,15 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import operator
 from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
-import orjson
-
 import bspump
 
 from .backend import OutBatch, ProducerClient
+from .codec import encode_as, encode_auto, encode_key
 from .connection import KafkaConnection
 from .options import ACKS, COMPRESSION_TYPES, ProducerSettings
 
@@ -228,17 +228,20 @@ class KafkaSink(bspump.Sink):
             contexts = [batch.context] * len(events)
         keys: list[Any] | None = None
         if self.key_from_context:
-            keys = [c.get("key") for c in contexts]
+            keys = _column(contexts, _KEY, "key")
             if keys.count(None) == len(keys):
                 keys = None
             elif any(type(k) is not bytes for k in keys if k is not None):
-                keys = [_encode_key(k) for k in keys]
+                keys = [encode_key(k) for k in keys]
         headers: list[Any] | None = None
         if self.headers_from_context:
-            headers = [c.get("headers") for c in contexts]
+            headers = _column(contexts, _HEADERS, "headers")
             if not any(headers):
                 headers = None
-        return OutBatch(self.topic, events, keys, headers, encode=_auto)
+        # Values are encoded one by one inside the producer's loop, each copied into the batch and freed at
+        # once: encoding a whole column first keeps a thousand fresh buffers alive, which costs more in the
+        # allocator than the encoding itself.
+        return OutBatch(self.topic, events, keys, headers, encode=encode_auto)
 
     def _encode_careful(
         self, batch: bspump.Batch
@@ -259,13 +262,13 @@ class KafkaSink(bspump.Sink):
             try:
                 if dynamic_topic:
                     topic = self._topic_of(context, event)
-                value = _auto(event) if fmt == "auto" else _encode(event, fmt)
+                value = encode_auto(event) if fmt == "auto" else encode_as(event, fmt)
                 key: Any = None
                 if key_field and isinstance(event, Mapping):
                     key = event.get(key_field)
                 if key is None and key_from_context:
                     key = context.get("key")
-                key = _encode_key(key)
+                key = encode_key(key)
                 headers = context.get("headers") if headers_from_context else None
                 if "error" in context:
                     headers = _error_headers(context, headers)
@@ -357,48 +360,24 @@ class KafkaSink(bspump.Sink):
                 self.kafka.report_failure(first)
 
 
-def _auto(event: Any) -> bytes | None:
-    """``format = auto``: bytes as they are, strings as UTF-8, None as a tombstone, the rest as JSON."""
-    kind = type(event)
-    if kind is dict:
-        return orjson.dumps(event, default=_json_default)
-    if kind is bytes:
-        return event  # type: ignore[no-any-return]
-    if kind is str:
-        return event.encode()  # type: ignore[no-any-return]
-    if event is None:
-        return None
-    return orjson.dumps(event, default=_json_default)
+_KEY = operator.itemgetter("key")
+_HEADERS = operator.itemgetter("headers")
 
 
-def _encode_key(key: Any) -> bytes | None:
-    if key is None or type(key) is bytes:
-        return key  # type: ignore[no-any-return,unused-ignore]
-    if isinstance(key, str):
-        return key.encode()
-    if isinstance(key, bytearray | memoryview):
-        return bytes(key)
-    return str(key).encode()
+def _column(contexts: list[Any], getter: Any, key: str) -> list[Any]:
+    """``context[key]`` of every context (``None`` where absent), at C speed when all have it."""
+    try:
+        return list(map(getter, contexts))
+    except KeyError:
+        return [c.get(key) for c in contexts]
 
 
-def _encode(event: Any, fmt: str) -> bytes | None:
-    if event is None:
-        return None
-    if fmt == "json":
-        return orjson.dumps(event, default=_json_default)
-    if fmt == "text":
-        return event.encode() if isinstance(event, str) else str(event).encode()
-    if isinstance(event, bytes | bytearray | memoryview):
-        return bytes(event)
-    raise TypeError(f"format = bytes needs bytes events, got {type(event).__name__}")
 
 
-def _json_default(value: Any) -> Any:
-    if isinstance(value, bytes | bytearray | memoryview):
-        return bytes(value).decode("utf-8", errors="replace")
-    if isinstance(value, set | frozenset):
-        return sorted(value, key=repr)
-    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+
+
+
+
 
 
 def _error_headers(context: Mapping[str, Any], headers: Sequence[tuple[str, bytes]] | None) -> list[tuple[str, bytes]]:

@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Callable, Hashable, Mapping
-from typing import TYPE_CHECKING, Any, ClassVar, cast
+from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
 
@@ -114,7 +114,7 @@ class KafkaSource(bspump.Source):
             max_partition_fetch_bytes=config.getint("max_partition_fetch_bytes"),
             isolation_level=_choice(config, "isolation_level", ISOLATION_LEVELS, {}),
         )
-        self.tracker = bspump.PositionTracker()
+        self.tracker: bspump.PositionTracker[Partition] = bspump.PositionTracker()
         self.client: ConsumerClient | None = None
         self._uncommitted: dict[Partition, int] = {}
         self.records_fetched = 0
@@ -176,7 +176,7 @@ class KafkaSource(bspump.Source):
     async def _emit(self, fetched: Fetched) -> None:
         values, contexts, positions = fetched
         self.records_fetched += len(values)
-        delivery = self.tracker.track(cast("dict[Hashable, Any]", positions))
+        delivery = self.tracker.track(positions)
         if self.key_format == "text":
             for context in contexts:
                 key = context["key"]
@@ -189,10 +189,10 @@ class KafkaSource(bspump.Source):
         else:
             decode: Callable[[Any], Any] = orjson.loads if fmt == "json" else _decode_text
             try:
-                events = [decode(v) for v in values]
+                events = list(map(decode, values))
             except (ValueError, TypeError):
                 events, contexts = self._decode_each(values, contexts, decode, delivery)
-        await self.pipeline.emit(events, None, contexts, delivery)
+        await self.emit(events, None, contexts, delivery)
 
     def _decode_each(
         self,
@@ -252,8 +252,7 @@ class KafkaSource(bspump.Source):
         log.debug("%s: committed %s", self.qualified_id, offsets)
 
     def _take_committable(self) -> dict[Partition, int]:
-        # PositionTracker is keyed by Hashable; this source only ever tracks (topic, partition) -> offset.
-        return cast("dict[Partition, int]", self.tracker.take_committable())
+        return self.tracker.take_committable()
 
     def _assigned(self, partitions: list[Partition]) -> None:
         log.info("%s: assigned %s", self.qualified_id, _describe(partitions))
