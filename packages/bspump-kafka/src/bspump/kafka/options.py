@@ -225,6 +225,10 @@ def confluent_consumer(settings: ConsumerSettings) -> dict[str, Any]:
         "fetch.max.bytes": settings.fetch_max_bytes,
         "max.partition.fetch.bytes": settings.max_partition_fetch_bytes,
         "isolation.level": settings.isolation_level,
+        # librdkafka stops prefetching for fetch.queue.backoff.ms (1 s by default) whenever its queue is above
+        # queued.min.messages; a consumer that drains the queue quickly then waits up to a second for more.
+        # Measured here: 105k -> 470k events/s for a consume/transform/produce loop.
+        "fetch.queue.backoff.ms": 10,
     }
 
 

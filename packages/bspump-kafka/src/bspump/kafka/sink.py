@@ -325,7 +325,7 @@ class KafkaSink(bspump.Sink):
         if send_failures:
             self._retry_or_fail(batch, attempt, index_map, send_failures)
         else:
-            self._backoff = self.pipeline.retry_backoff()
+            self._backoff.reset()
         for index, error in encode_failures:
             self.pipeline.handle_sink_failure(self, batch, index, error)
         if self._outstanding == 0 and not self._queue:
