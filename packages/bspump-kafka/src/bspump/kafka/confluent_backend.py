@@ -20,6 +20,7 @@ from collections import deque
 from collections.abc import Mapping
 from typing import Any
 
+import orjson
 from confluent_kafka import (
     Consumer,
     KafkaError,
@@ -37,6 +38,7 @@ from .backend import (
     RevokeHandler,
     SendDone,
 )
+from .codec import encode_auto, json_default
 from .options import (
     ClientOptions,
     ConsumerSettings,
@@ -297,14 +299,13 @@ class _SendState:
     encoded value and key (only when something failed, which is rare), not by an index bound per record.
     """
 
-    __slots__ = ("done", "expected", "failures", "out", "refused", "sent", "settled")
+    __slots__ = ("done", "expected", "failures", "out", "refused", "settled")
 
     def __init__(self, done: SendDone, out: OutBatch) -> None:
         self.done = done
         self.out = out
         self.failures: list[tuple[int, BaseException]] = []
         self.refused: list[tuple[bytes | None, bytes | None, KafkaError]] = []
-        self.sent: list[int] = []  # indexes of the records handed to librdkafka
         self.settled = 0
         self.expected = -1  # set once every record is enqueued
 
@@ -323,7 +324,10 @@ class _SendState:
     def _locate(self) -> list[tuple[int, BaseException]]:
         out = self.out
         by_record: dict[tuple[bytes | None, bytes | None], list[int]] = {}
-        for index in self.sent:
+        not_sent = {index for index, _ in self.failures}  # these never reached librdkafka
+        for index in range(len(out.values)):
+            if index in not_sent:
+                continue
             value = out.values[index]
             if out.encode is not None:
                 value = out.encode(value)
@@ -374,7 +378,6 @@ class ConfluentProducer:
         producer = self._producer
         assert producer is not None
         state = _SendState(done, out)
-        sent = state.sent
         produce = producer.produce
         topics = out.topics
         keys = out.keys
@@ -382,10 +385,14 @@ class ConfluentProducer:
         encode = out.encode
         topic = out.topic
         enqueued = 0
+        dumps = orjson.dumps
+        inline_json = encode is encode_auto
         for index, value in enumerate(out.values):
             if encode is not None:
                 try:
-                    value = encode(value)
+                    # The common case (a dict as JSON) without a Python call per record.
+                    value = dumps(value, default=json_default) if inline_json and type(value) is dict \
+                        else encode(value)
                 except (TypeError, ValueError) as exc:
                     state.failures.append((index, exc))
                     continue
@@ -400,7 +407,6 @@ class ConfluentProducer:
                     else:
                         produce(topic, value, key, on_delivery=state)
                     enqueued += 1
-                    sent.append(index)
                 except BufferError:  # librdkafka's queue is full: serve reports, let it drain
                     producer.poll(0)
                     await asyncio.sleep(self.POLL_INTERVAL)

@@ -42,7 +42,8 @@ class KafkaSink(bspump.Sink):
 
     Producer: ``acks`` (all, 1, 0; default all), ``compression_type`` (none, gzip, snappy, lz4, zstd),
     ``linger_ms``, ``max_batch_size`` (bytes per partition batch), ``max_request_size``,
-    ``enable_idempotence``.
+    ``enable_idempotence``. ``queue_limit``: batches waiting to be handed to the producer before the
+    pipeline pauses (2 by default; a deeper queue measured slower, as batches go cold in the CPU caches).
 
     Failures: while the cluster is unreachable (or a partition has no leader) unacknowledged events are
     sent again with backoff for as long as it takes, and the pipeline pauses through the connection.
@@ -66,6 +67,7 @@ class KafkaSink(bspump.Sink):
         "max_batch_size": 262144,
         "max_request_size": 1048576,
         "enable_idempotence": False,
+        "queue_limit": 2,
     }
 
     def __init__(
@@ -122,12 +124,21 @@ class KafkaSink(bspump.Sink):
         self._backoff = pipeline.retry_backoff()
         self.sent = 0
         self.resent = 0
+        self.queue_limit = config.getint("queue_limit")
+        if self.queue_limit < 1:
+            raise config.error("queue_limit", "must be at least 1")
+        self._queue_throttle = f"sink {self.id} queue"
 
     # -- framework API ------------------------------------------------------------------------------------
     def put(self, batch: bspump.Batch) -> None:
-        self._queue.append((batch, 0))
+        queue = self._queue
+        queue.append((batch, 0))
         self._idle.clear()
         self._wake.set()
+        if len(queue) >= self.queue_limit:
+            # Keep the source just ahead of the producer: batches processed long before they are sent
+            # have left the CPU caches by then (measured: a deeper queue is slower, not faster).
+            self.pipeline.throttle(self._queue_throttle)
 
     async def start(self) -> None:
         if self is self.pipeline.dead_letter_sink:
@@ -168,6 +179,8 @@ class KafkaSink(bspump.Sink):
                 await self._wake.wait()
                 continue
             batch, attempt = queue.popleft()
+            if len(queue) < self.queue_limit:
+                self.pipeline.unthrottle(self._queue_throttle)
             if attempt:
                 await asyncio.sleep(self._backoff.next_delay())
             if not kafka.ready:
