@@ -9,12 +9,16 @@ same run:
   delivery futures all completed.
 - confluent baseline: a plain blocking thread (no asyncio at all), ``consume(num_messages)``, ``produce``
   with a per-batch delivery counter, ``poll(0)`` after each batch, offsets committed every second up to the
-  last fully delivered batch.
+  last fully delivered batch; ``fetch.queue.backoff.ms=10`` (without it librdkafka pauses prefetching for a
+  second at a time and the loop runs 4.5x slower).
 
 The transform is the same everywhere: JSON decode, add a field, JSON encode (orjson). Messages are unkeyed
 (~100 bytes); input and output topics have 3 partitions. Producers use acks=all, linger 5 ms, 256 KiB batches.
+Every contestant runs ``--rounds`` times, interleaved, and the best run of each counts; all run in this one
+process with the same GC thresholds (``--default-gc`` keeps CPython's, which slows every side by 10-25 %).
 
-    python benchmarks/kafka_throughput.py [--messages 1000000] [--confluent-messages 1000000]   # about 30 s in all
+    python benchmarks/kafka_throughput.py [--messages 500000] [--confluent-messages 500000] [--rounds 3]
+    # about two minutes in all
 
 The broker is found through BSPUMP_TEST_KAFKA (default 127.0.0.1:9092). The last line printed is JSON:
 ``{"bspump_eps", "baseline_eps", "ratio", "confluent_eps", "confluent_baseline_eps", ...}``.
