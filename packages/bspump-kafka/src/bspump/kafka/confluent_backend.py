@@ -387,7 +387,34 @@ class ConfluentProducer:
         enqueued = 0
         dumps = orjson.dumps
         inline_json = encode is encode_auto
-        for index, value in enumerate(out.values):
+        values = out.values
+        if topics is None and keys is None and headers is None and encode in (None, encode_auto):
+            # The common case (one topic, no keys, no headers): the tightest loop.
+            failures = state.failures
+            for index, value in enumerate(values):
+                if type(value) is dict:
+                    try:
+                        value = dumps(value, default=json_default)
+                    except (TypeError, ValueError) as exc:
+                        failures.append((index, exc))
+                        continue
+                elif encode is not None and type(value) is not bytes:
+                    try:
+                        value = encode(value)
+                    except (TypeError, ValueError) as exc:
+                        failures.append((index, exc))
+                        continue
+                try:
+                    produce(topic, value, on_delivery=state)
+                except BufferError:  # librdkafka's queue is full: serve reports, let it drain, try again
+                    if not await self._produce_when_room(producer, topic, value, state, index):
+                        continue
+                except (KafkaException, TypeError, ValueError) as exc:
+                    failures.append((index, exc))
+                    continue
+                enqueued += 1
+            values = []  # all handled
+        for index, value in enumerate(values):
             if encode is not None:
                 try:
                     # The common case (a dict as JSON) without a Python call per record.
@@ -423,6 +450,21 @@ class ConfluentProducer:
         if state.settled == enqueued:  # every report already arrived during a BufferError poll
             state.finish()
         self._wake.set()
+
+    async def _produce_when_room(self, producer: Producer, topic: str, value: bytes | None, state: _SendState,
+                                 index: int) -> bool:
+        """Retry one record until librdkafka's queue has room; False if it was refused for good."""
+        while True:
+            producer.poll(0)
+            await asyncio.sleep(self.POLL_INTERVAL)
+            try:
+                producer.produce(topic, value, on_delivery=state)
+            except BufferError:
+                continue
+            except (KafkaException, TypeError, ValueError) as exc:
+                state.failures.append((index, exc))
+                return False
+            return True
 
     async def close(self) -> None:
         producer, self._producer = self._producer, None
