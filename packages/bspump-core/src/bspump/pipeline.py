@@ -65,6 +65,15 @@ class _Stage:
         self.fn: Any = component.generate if isinstance(component, Generator) else component.process
         self.counters = component.counters
 
+    def count(self, taken: int, given: int) -> None:
+        """Update the counters after a batch passed this stage; failed events are errors, not drops."""
+        counters = self.counters
+        counters.events_in += taken
+        counters.events_out += given
+        if not self.generator:
+            counters.dropped += taken - given - self.failed
+        self.failed = 0
+
 
 class _Retry:
     """An event waiting to be retried at a stage, under the ``retry`` policy."""
@@ -336,12 +345,7 @@ class Pipeline:
                         break
                     except Exception as exc:
                         self._processor_failed(stage, context, event, exc, delivery, retries)
-            counters = stage.counters
-            counters.events_in += len(events)
-            counters.events_out += len(out)
-            if not stage.generator:
-                counters.dropped += len(events) - len(out) - stage.failed
-            stage.failed = 0
+            stage.count(len(events), len(out))
             events = out
             if not events:
                 break
@@ -398,12 +402,7 @@ class Pipeline:
                     out = [r for r in out if r is not None]
                 else:
                     out_contexts = contexts
-            counters = stage.counters
-            counters.events_in += len(events)
-            counters.events_out += len(out)
-            if not stage.generator:
-                counters.dropped += len(events) - len(out) - stage.failed
-            stage.failed = 0
+            stage.count(len(events), len(out))
             contexts, events = out_contexts, out
             if not events:
                 break

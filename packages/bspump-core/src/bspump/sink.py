@@ -46,6 +46,20 @@ class Sink(Component):
         return self is getattr(self.pipeline, "dead_letter_sink", None)
 
 
+async def wait_idle(idle: asyncio.Event, writer: asyncio.Task[None] | None) -> None:
+    """Wait until ``idle`` is set, or raise what ``writer`` crashed with meanwhile (for sinks' ``flush``)."""
+    if writer is None:
+        return
+    waiter = asyncio.create_task(idle.wait())
+    done, _ = await asyncio.wait({waiter, writer}, return_when=asyncio.FIRST_COMPLETED)
+    if waiter not in done:
+        waiter.cancel()
+    if writer in done and not writer.cancelled():
+        error = writer.exception()
+        if error is not None:
+            raise error
+
+
 @dataclass(frozen=True, slots=True)
 class ItemFailure:
     """One event of a batch that a sink could not write.
@@ -110,15 +124,7 @@ class AsyncSink(Sink):
         self.pipeline._fail(error)
 
     async def flush(self) -> None:
-        writer = self._writer
-        if writer is None:
-            return
-        idle = asyncio.create_task(self._idle.wait())
-        done, _ = await asyncio.wait({idle, writer}, return_when=asyncio.FIRST_COMPLETED)
-        if idle not in done:
-            idle.cancel()
-        if writer in done and not writer.cancelled() and writer.exception() is not None:
-            raise writer.exception()  # type: ignore[misc]
+        await wait_idle(self._idle, self._writer)
 
     async def close(self) -> None:
         writer, self._writer = self._writer, None

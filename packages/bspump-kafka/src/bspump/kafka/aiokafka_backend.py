@@ -238,47 +238,28 @@ class AiokafkaProducer:
             partitions = sorted(await producer.partitions_for(topic))
             partition = partitions[self._next_sticky(topic, len(partitions))]
             builder = producer.create_batch()
-            if headers is None and (encode is None or encode is encode_auto):
-                # The common case, no headers and JSON-or-bytes values: the tightest loop, encoding inline.
-                dumps = orjson.dumps
-                append = builder.append
-                for index, value in enumerate(values):
-                    if encode is not None:
-                        kind = type(value)
-                        if kind is dict:
-                            value = dumps(value, default=json_default)
-                        elif kind is not bytes:
-                            try:
-                                value = encode(value)
-                            except (TypeError, ValueError) as exc:
-                                state.failures.append((index, exc))
-                                continue
-                    if append(key=None, value=value, timestamp=None, headers=_NO_HEADERS) is None:
-                        if index > start:
-                            future = await producer.send_batch(builder, topic, partition=partition)
-                            state.watch(future, _others(range(start, index), state))
-                        builder = producer.create_batch()
-                        append = builder.append
-                        start = index
-                        if append(key=None, value=value, timestamp=None, headers=_NO_HEADERS) is None:
-                            state.failures.append((index, _too_large()))
-                            start = index + 1
-                values = []  # handled
+            append = builder.append
+            dumps = orjson.dumps
+            inline_json = encode is encode_auto  # dicts as JSON without a Python call per record
             for index, value in enumerate(values):
                 if encode is not None:
                     try:
-                        value = encode(value)
+                        if inline_json and type(value) is dict:
+                            value = dumps(value, default=json_default)
+                        elif not (inline_json and type(value) is bytes):
+                            value = encode(value)
                     except (TypeError, ValueError) as exc:
                         state.failures.append((index, exc))
                         continue
                 record_headers = _NO_HEADERS if headers is None else _as_list(headers[index])
-                if builder.append(key=None, value=value, timestamp=None, headers=record_headers) is None:
+                if append(key=None, value=value, timestamp=None, headers=record_headers) is None:
                     if index > start:
                         future = await producer.send_batch(builder, topic, partition=partition)
                         state.watch(future, _others(range(start, index), state))
                     builder = producer.create_batch()
+                    append = builder.append
                     start = index
-                    if builder.append(key=None, value=value, timestamp=None, headers=record_headers) is None:
+                    if append(key=None, value=value, timestamp=None, headers=record_headers) is None:
                         state.failures.append((index, _too_large()))
                         start = index + 1
             if count > start:

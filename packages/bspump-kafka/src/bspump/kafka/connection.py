@@ -138,3 +138,12 @@ class KafkaConnection(bspump.Connection):
     def __repr__(self) -> str:
         return (f"<KafkaConnection {self.id!r} {self.state.value} client={self.client} "
                 f"servers={','.join(self.options.bootstrap_servers)} {self.options.security_protocol}>")
+
+
+def kafka_connection_of(component: bspump.Component) -> KafkaConnection:
+    """The KafkaConnection a source or sink named (``KafkaConnection`` when it named none)."""
+    if component.connection is None:
+        component.connection = component.use_connection("KafkaConnection")
+    if not isinstance(component.connection, KafkaConnection):
+        raise component.Config.error("connection", f"{component.connection!r} is not a KafkaConnection")
+    return component.connection

@@ -11,10 +11,11 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import bspump
+from bspump.sink import wait_idle
 
 from .backend import OutBatch, ProducerClient
 from .codec import encode_as, encode_auto, encode_key
-from .connection import KafkaConnection
+from .connection import KafkaConnection, kafka_connection_of
 from .options import ACKS, COMPRESSION_TYPES, ProducerSettings
 
 if TYPE_CHECKING:
@@ -79,11 +80,7 @@ class KafkaSink(bspump.Sink):
         connection: str | None = None,
     ) -> None:
         super().__init__(app, pipeline, id=id, config=config, connection=connection)
-        if self.connection is None:
-            self.connection = self.use_connection("KafkaConnection")
-        if not isinstance(self.connection, KafkaConnection):
-            raise self.Config.error("connection", f"{self.connection!r} is not a KafkaConnection")
-        self.kafka: KafkaConnection = self.connection
+        self.kafka: KafkaConnection = kafka_connection_of(self)
         config = self.Config
         self.topic = str(config.get("topic") or "")
         self.topic_field = str(config.get("topic_field") or "")
@@ -148,15 +145,7 @@ class KafkaSink(bspump.Sink):
 
     async def flush(self) -> None:
         """Wait until every event put so far is confirmed by the broker (or handed to the error policy)."""
-        writer = self._writer
-        if writer is None:
-            return
-        idle = asyncio.create_task(self._idle.wait())
-        done, _ = await asyncio.wait({idle, writer}, return_when=asyncio.FIRST_COMPLETED)
-        if idle not in done:
-            idle.cancel()
-        if writer in done and not writer.cancelled() and writer.exception() is not None:
-            raise writer.exception()  # type: ignore[misc]
+        await wait_idle(self._idle, self._writer)
 
     async def close(self) -> None:
         writer, self._writer = self._writer, None

@@ -14,7 +14,7 @@ import bspump
 from bspump.config import Seconds
 
 from .backend import ConsumerClient, Fetched, Partition
-from .connection import KafkaConnection
+from .connection import KafkaConnection, kafka_connection_of
 from .options import ISOLATION_LEVELS, OFFSET_RESETS, ConsumerSettings
 
 if TYPE_CHECKING:
@@ -75,11 +75,7 @@ class KafkaSource(bspump.Source):
         connection: str | None = None,
     ) -> None:
         super().__init__(app, pipeline, id=id, config=config, connection=connection)
-        if self.connection is None:
-            self.connection = self.use_connection("KafkaConnection")
-        if not isinstance(self.connection, KafkaConnection):
-            raise self.Config.error("connection", f"{self.connection!r} is not a KafkaConnection")
-        self.kafka: KafkaConnection = self.connection
+        self.kafka: KafkaConnection = kafka_connection_of(self)
         config = self.Config
         topics = tuple(config.getlist("topics"))
         pattern = str(config.get("topic_pattern") or "")
