@@ -103,3 +103,38 @@ async def test_drain_timeout_logs_an_error_and_leaves_positions_uncommitted(
     assert source.emitted > len(p.sink.written)
     assert source.tracker.pending() > 0
     assert log[-1] == "disconnect"
+
+
+async def test_stop_cancels_again_a_source_that_swallowed_the_cancellation() -> None:
+    """A client library that eats one CancelledError (asyncio.wait_for on 3.11 can) must not hang the stop."""
+    app = make_app()
+
+    class Stubborn(bspump.Source):
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            self.swallowed = 0
+
+        async def main(self) -> None:
+            n = 0
+            while True:
+                try:
+                    await asyncio.sleep(0.01)
+                except asyncio.CancelledError:
+                    if self.swallowed == 0:
+                        self.swallowed += 1
+                        continue  # the first cancellation is lost inside "the library"
+                    raise
+                if not self.swallowed:  # after the lost cancellation it only waits: it needs a second one
+                    await self.emit([n])
+                    n += 1
+
+    p = bspump.Pipeline(app, "P")
+    p.build(Stubborn(app, p), bspump.MemorySink(app, p))
+    app.get_service("bspump.PumpService").add_pipeline(p)
+    task = asyncio.create_task(run_app(app))
+    await wait_for(lambda: len(p.sink.events) >= 3)
+    app.stop()
+    assert await asyncio.wait_for(task, 10) == 0
+    assert p.sources[0].swallowed == 1
+    assert p.state is bspump.PipelineState.FINISHED
+    assert p.sink.events == list(range(len(p.sink.events)))  # in order, nothing lost

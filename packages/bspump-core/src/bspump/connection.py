@@ -100,7 +100,8 @@ class Connection:
         if timeout is None:
             await self._ready.wait()
         else:
-            await asyncio.wait_for(self._ready.wait(), timeout)
+            async with asyncio.timeout(timeout):
+                await self._ready.wait()
 
     def add_listener(self, listener: StateListener) -> None:
         """Call ``listener(connection, new_state)`` on every state change."""
@@ -192,7 +193,8 @@ class Connection:
                 await self._quiet_disconnect()
             attempt += 1
             try:
-                await asyncio.wait_for(self.connect(), timeout if timeout > 0 else None)
+                async with asyncio.timeout(timeout if timeout > 0 else None):
+                    await self.connect()
             except asyncio.CancelledError:
                 raise
             except Exception as exc:

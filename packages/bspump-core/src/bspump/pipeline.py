@@ -271,6 +271,8 @@ class Pipeline:
         travel with the events; ``delivery`` is acknowledged once every resulting event was written.
         """
         if self._throttles:
+            if self.state is not PipelineState.RUNNING:
+                raise PipelineStoppedError(f"pipeline {self.id!r} is {self.state.value}")
             await self._ready.wait()
             if self.state is not PipelineState.RUNNING:
                 raise PipelineStoppedError(f"pipeline {self.id!r} is {self.state.value}")
@@ -623,11 +625,7 @@ class Pipeline:
             return
         self.state = PipelineState.STOPPING
         self.throttle("stopping")
-        current = asyncio.current_task()
-        for task in self._source_tasks:
-            if task is not current and not task.done():
-                task.cancel()
-        await asyncio.gather(*self._source_tasks, return_exceptions=True)
+        await self._stop_sources()
         timeout = self.Config.getseconds("drain_timeout")
         try:
             async with asyncio.timeout(timeout):
@@ -659,6 +657,20 @@ class Pipeline:
         self._finished.set()
         log.info("pipeline %r %s: %s", self.id, self.state.value, self.counters.snapshot())
         self.app.pipeline_finished(self)
+
+    async def _stop_sources(self) -> None:
+        """Cancel the source tasks and wait for them; cancel again if a source swallowed the request
+        (a library catching CancelledError, or asyncio.wait_for on Python 3.11 racing a result)."""
+        current = asyncio.current_task()
+        tasks = [t for t in self._source_tasks if t is not current]
+        while True:
+            pending = [t for t in tasks if not t.done()]
+            if not pending:
+                break
+            for task in pending:
+                task.cancel()
+            await asyncio.wait(pending, timeout=1.0)
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def wait_finished(self) -> None:
         """Return once the pipeline stopped (sources exhausted or stop requested)."""

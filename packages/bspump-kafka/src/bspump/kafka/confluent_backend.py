@@ -231,8 +231,11 @@ class ConfluentConsumer:
         self._max_records = max_records
         if not self._ready and self._failure is None:
             self._arrived.clear()
+            # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation that
+            # arrives as the event is set, and the source would then never stop.
             try:
-                await asyncio.wait_for(self._arrived.wait(), timeout)
+                async with asyncio.timeout(timeout):
+                    await self._arrived.wait()
             except TimeoutError:
                 pass
         if self._failure is not None:

@@ -158,7 +158,8 @@ class KafkaSource(bspump.Source):
             while not pipeline.ready:
                 # Do not fetch under backpressure; keep committing what the sink acknowledges meanwhile.
                 try:
-                    await asyncio.wait_for(pipeline.wait_ready(), interval)
+                    async with asyncio.timeout(interval):  # not wait_for: it can swallow a cancellation
+                        await pipeline.wait_ready()
                 except TimeoutError:
                     await self.commit()
                     next_commit = loop.time() + interval
