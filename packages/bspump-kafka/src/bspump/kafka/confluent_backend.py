@@ -381,87 +381,61 @@ class ConfluentProducer:
         producer = self._producer
         assert producer is not None
         state = _SendState(done, out)
+        failures = state.failures
         produce = producer.produce
         topics = out.topics
         keys = out.keys
         headers = out.headers
         encode = out.encode
         topic = out.topic
-        enqueued = 0
         dumps = orjson.dumps
-        inline_json = encode is encode_auto
-        values = out.values
-        if topics is None and keys is None and headers is None and encode in (None, encode_auto):
-            # The common case (one topic, no keys, no headers): the tightest loop.
-            failures = state.failures
-            for index, value in enumerate(values):
-                if type(value) is dict:
-                    try:
-                        value = dumps(value, default=json_default)
-                    except (TypeError, ValueError) as exc:
-                        failures.append((index, exc))
-                        continue
-                elif encode is not None and type(value) is not bytes:
-                    try:
-                        value = encode(value)
-                    except (TypeError, ValueError) as exc:
-                        failures.append((index, exc))
-                        continue
-                try:
-                    produce(topic, value, on_delivery=state)
-                except BufferError:  # librdkafka's queue is full: serve reports, let it drain, try again
-                    if not await self._produce_when_room(producer, topic, value, state, index):
-                        continue
-                except (KafkaException, TypeError, ValueError) as exc:
-                    failures.append((index, exc))
-                    continue
-                enqueued += 1
-            values = []  # all handled
-        for index, value in enumerate(values):
+        inline_json = encode is encode_auto  # dicts as JSON without a Python call per record
+        enqueued = 0
+        for index, value in enumerate(out.values):
             if encode is not None:
                 try:
-                    # The common case (a dict as JSON) without a Python call per record.
-                    value = dumps(value, default=json_default) if inline_json and type(value) is dict \
-                        else encode(value)
+                    if inline_json and type(value) is dict:
+                        value = dumps(value, default=json_default)
+                    elif not (inline_json and type(value) is bytes):
+                        value = encode(value)
                 except (TypeError, ValueError) as exc:
-                    state.failures.append((index, exc))
+                    failures.append((index, exc))
                     continue
             if topics is not None:
                 topic = topics[index]
             key = None if keys is None else keys[index]
-            record_headers = None if headers is None else headers[index]
-            while True:
-                try:
-                    if record_headers:
-                        produce(topic, value, key, on_delivery=state, headers=list(record_headers))
-                    else:
-                        produce(topic, value, key, on_delivery=state)
-                    enqueued += 1
-                except BufferError:  # librdkafka's queue is full: serve reports, let it drain
-                    producer.poll(0)
-                    await asyncio.sleep(self.POLL_INTERVAL)
+            record_headers: list[Any] | None = list(headers[index] or ()) if headers is not None else None
+            try:
+                produce(topic, value, key, on_delivery=state, headers=record_headers)
+            except BufferError:  # librdkafka's queue is full: serve reports, let it drain, try again
+                if not await self._produce_when_room(producer, (topic, value, key), record_headers, state, index):
                     continue
-                except KafkaException as exc:
-                    state.failures.append((index, exc))
-                except (TypeError, ValueError) as exc:
-                    state.failures.append((index, exc))
-                break
+            except (KafkaException, TypeError, ValueError) as exc:
+                failures.append((index, exc))
+                continue
+            enqueued += 1
         if enqueued == 0:
-            done(state.failures)
+            done(failures)
             return
         state.expected = enqueued
         if state.settled == enqueued:  # every report already arrived during a BufferError poll
             state.finish()
         self._wake.set()
 
-    async def _produce_when_room(self, producer: Producer, topic: str, value: bytes | None, state: _SendState,
-                                 index: int) -> bool:
+    async def _produce_when_room(
+        self,
+        producer: Producer,
+        record: tuple[str, bytes | None, bytes | None],
+        headers: list[Any] | None,
+        state: _SendState,
+        index: int,
+    ) -> bool:
         """Retry one record until librdkafka's queue has room; False if it was refused for good."""
         while True:
             producer.poll(0)
             await asyncio.sleep(self.POLL_INTERVAL)
             try:
-                producer.produce(topic, value, on_delivery=state)
+                producer.produce(*record, on_delivery=state, headers=headers)
             except BufferError:
                 continue
             except (KafkaException, TypeError, ValueError) as exc:
