@@ -13,9 +13,6 @@ if TYPE_CHECKING:
     from .connection import Connection
 
 
-RESERVED_KEYS = ("type", "connection")
-
-
 def merged_defaults(cls: type) -> dict[str, Any]:
     """``ConfigDefaults`` of ``cls`` and its bases, the subclass winning."""
     merged: dict[str, Any] = {}
@@ -44,13 +41,8 @@ def build_config(
 ) -> ComponentConfig:
     """Effective configuration: class defaults < ``[section_name]`` of pipelines.conf < constructor ``config``."""
     section = app.config.section(section_name) if app.config is not None else None
-    defaults = merged_defaults(cls)
-    # `type` and `connection` say what to build and what it uses; they are not the component's own keys.
-    for reserved in RESERVED_KEYS:
-        if section is not None and reserved in section:
-            defaults.setdefault(reserved, "")
     return ComponentConfig(
-        defaults,
+        merged_defaults(cls),
         section,
         overrides,
         label=section_name,

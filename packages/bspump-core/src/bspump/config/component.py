@@ -24,7 +24,8 @@ __all__ = ["RESERVED_KEYS", "ComponentConfig"]
 
 T = TypeVar("T")
 
-RESERVED_KEYS: Final = frozenset({"type"})
+#: Keys any section may hold besides the component's own: what to build and which connection it uses.
+RESERVED_KEYS: Final = frozenset({"type", "connection"})
 """Keys any section may hold without being declared: ``type = kafka.KafkaConnection``."""
 
 _DEFAULT: Final = "default"
