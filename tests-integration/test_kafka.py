@@ -17,6 +17,7 @@ from typing import Any
 import orjson
 import pytest
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer, TopicPartition
+from aiokafka.partitioner import murmur2
 from conftest import TopicFactory
 
 import bspump
@@ -200,10 +201,63 @@ async def test_round_trip_between_multi_partition_topics(
     for r in records:
         by_key.setdefault(r.key, set()).add(r.partition)
     assert len(by_key) == 50 and all(len(p) == 1 for p in by_key.values())
+    # ... and on the partition the Java client (murmur2) picks, whichever backend wrote it.
+    assert all(r.partition == (murmur2(r.key) & 0x7FFFFFFF) % 2 for r in records)
     # Graceful stop committed everything that was acknowledged: all of it.
     assert await committed(kafka_bootstrap, group, source_topic, 3) == await end_offsets(
         kafka_bootstrap, source_topic, 3)
     assert app.exit_code == 0
+
+
+class KeepContexts(bspump.Processor):
+    """Keeps a copy of every event's context."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.contexts: list[dict[str, Any]] = []
+
+    def process(self, context: bspump.Context, event: Any) -> Any:
+        self.contexts.append(dict(context))
+        return event
+
+
+async def test_contexts_carry_each_records_metadata_across_topics(
+    kafka_bootstrap: str, kafka_topic_factory: TopicFactory, client: str
+) -> None:
+    first = await kafka_topic_factory(partitions=2)
+    second = await kafka_topic_factory(partitions=3)
+    target = await kafka_topic_factory(partitions=1)
+    producer = AIOKafkaProducer(bootstrap_servers=kafka_bootstrap, acks="all")
+    await producer.start()
+    try:
+        sent = {}
+        for i in range(200):
+            topic = first if i % 2 else second
+            key = f"k{i}".encode() if i % 3 else None
+            headers = [("n", str(i).encode())] if i % 5 == 0 else []
+            meta = await (await producer.send(topic, orjson.dumps({"n": i}), key=key, headers=headers,
+                                              timestamp_ms=1_700_000_000_000 + i))
+            sent[i] = (topic, meta.partition, meta.offset, key, headers)
+    finally:
+        await producer.stop()
+    keeper: list[KeepContexts] = []
+
+    def processor(app: bspump.BSPumpApplication, pipeline: bspump.Pipeline) -> bspump.Processor:
+        keeper.append(KeepContexts(app, pipeline))
+        return keeper[0]
+
+    app, pipeline = build_app(kafka_bootstrap, client, {"topics": f"{first},{second}", "group_id": f"{first}-g"},
+                              {"topic": target}, processor=processor)
+    await run_until(app, lambda: sink_count(pipeline) >= 200, 60, "200 events written")
+
+    contexts = keeper[0].contexts
+    assert len(contexts) == 200
+    for i, context in enumerate(sorted(contexts, key=lambda c: int(c["timestamp"]))):
+        topic, partition, offset, key, headers = sent[i]
+        assert (context["topic"], context["partition"], context["offset"]) == (topic, partition, offset)
+        assert context["key"] == key
+        assert context["timestamp"] == 1_700_000_000_000 + i
+        assert list(context["headers"]) == headers
 
 
 async def test_poison_message_goes_to_dead_letter_topic_and_the_rest_flows(

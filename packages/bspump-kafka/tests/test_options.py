@@ -311,3 +311,33 @@ def test_plugin_registers_types() -> None:
     assert info.status == "loaded"
     assert sorted(info.types) == ["connection:kafka.KafkaConnection", "sink:kafka.KafkaSink",
                                   "source:kafka.KafkaSource"]
+
+
+def test_confluent_clients_hash_keys_like_java_and_reconnect_quickly() -> None:
+    """Keys land on the partition aiokafka (and the Java client) would pick, so switching backends keeps
+    per-key order; the first reconnect delay is short because it also delays a new client's first metadata."""
+    options = connection({"reconnect_backoff_ms": 35}).options
+    assert confluent_producer(options, ProducerSettings())["partitioner"] == "murmur2_random"
+    assert confluent_common(options)["reconnect.backoff.ms"] == 35
+    assert confluent_common(connection().options)["reconnect.backoff.ms"] == 20
+
+
+def _metadata(topics: dict[str, Any]) -> Any:
+    from types import SimpleNamespace
+
+    return SimpleNamespace(topics={
+        name: SimpleNamespace(error=error, partitions={
+            p: SimpleNamespace(id=p, leader=leader, error=None) for p, leader in leaders.items()})
+        for name, (error, leaders) in topics.items()
+    })
+
+
+def test_unkeyed_partition_rotates_over_partitions_with_a_leader() -> None:
+    from bspump.kafka.confluent_backend import _PartitionCounts
+
+    counts = _PartitionCounts(max_age=300.0)
+    counts.learn(_metadata({"out": (None, {0: 1, 1: -1, 2: 1}), "gone": ("UNKNOWN_TOPIC", {})}), now=0.0)
+    assert [counts.next("out", now=1.0) for _ in range(4)] == [0, 2, 0, 2]  # partition 1 has no leader
+    assert counts.next("gone", now=1.0) == -1  # librdkafka decides, no new lookup until max_age
+    assert counts.next("other", now=1.0) is None  # unknown: to be looked up
+    assert counts.next("out", now=301.0) is None  # stale: to be looked up again

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -58,6 +58,22 @@ async def wait_idle(idle: asyncio.Event, writer: asyncio.Task[None] | None) -> N
         error = writer.exception()
         if error is not None:
             raise error
+
+
+def start_writer(sink: Sink, writer: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
+    """Run a sink's writer loop as a task; if it crashes, the error is logged and the pipeline stops
+    (rather than events piling up unwritten until the next flush finds the error)."""
+    task = asyncio.create_task(writer, name=f"sink:{sink.qualified_id}")
+
+    def writer_done(task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        error = task.exception()
+        log.error("%s: writer crashed; the pipeline stops", sink.qualified_id, exc_info=error)
+        sink.pipeline._fail(error)
+
+    task.add_done_callback(writer_done)
+    return task
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,15 +129,7 @@ class AsyncSink(Sink):
 
     async def start(self) -> None:
         if self._writer is None:
-            self._writer = asyncio.create_task(self._write_loop(), name=f"sink:{self.qualified_id}")
-            self._writer.add_done_callback(self._writer_done)
-
-    def _writer_done(self, task: asyncio.Task[None]) -> None:
-        if task.cancelled() or task.exception() is None:
-            return
-        error = task.exception()
-        log.error("%s: writer crashed; the pipeline stops", self.qualified_id, exc_info=error)
-        self.pipeline._fail(error)
+            self._writer = start_writer(self, self._write_loop())
 
     async def flush(self) -> None:
         await wait_idle(self._idle, self._writer)

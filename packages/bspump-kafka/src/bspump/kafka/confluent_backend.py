@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-import queue
 import threading
 from collections import deque
 from collections.abc import Mapping
@@ -25,6 +24,7 @@ from confluent_kafka import (
     Consumer,
     KafkaError,
     KafkaException,
+    Message,
     Producer,
     TopicPartition,
 )
@@ -89,7 +89,8 @@ class ConfluentConsumer:
     """
 
     PREFETCH = 2
-    POLL_TIMEOUT = 0.05
+    #: Longest wait in ``consume``: how late a commit or a stop can be noticed while no data arrives.
+    POLL_TIMEOUT = 0.01
 
     def __init__(
         self,
@@ -107,17 +108,21 @@ class ConfluentConsumer:
         self._consumer: Consumer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        self._stopping = threading.Event()
-        self._space = threading.Semaphore(self.PREFETCH)
+        # Shared with the consumer thread, under _wake: the batches it handed over and the loop has not taken
+        # yet, the commits it has to run, and whether to stop. The thread sleeps on _wake while it has
+        # PREFETCH batches waiting and nothing else to do, so a commit or a stop never waits for a timeout.
+        self._wake = threading.Condition()
+        self._stopping = False
+        self._waiting = 0
+        # confluent-kafka serialises calls on one Consumer: a call from the loop while the thread sits in
+        # consume() would wait for it. So commits travel to the thread, and the assignment is tracked here.
+        self._commands: list[tuple[list[TopicPartition], concurrent.futures.Future[None]]] = []
         self._ready: deque[Fetched] = deque()
         self._arrived = asyncio.Event()
         self._failure: BaseException | None = None
         self._max_records = 1000
-        # confluent-kafka serialises calls on one Consumer: a call from the loop while the thread sits in
-        # consume() would wait for it. So commits travel to the thread, and the assignment is tracked here.
-        self._commands: queue.SimpleQueue[tuple[list[TopicPartition], concurrent.futures.Future[None]]] = (
-            queue.SimpleQueue()
-        )
+        # Every message comes from this topic (one topic, no pattern): no topic() call per message.
+        self._single_topic = settings.topics[0] if len(settings.topics) == 1 and not settings.topic_pattern else None
         self._assignment: set[Partition] = set()
 
     async def start(self) -> None:
@@ -136,43 +141,44 @@ class ConfluentConsumer:
         return consumer
 
     def _run(self) -> None:
-        """The consumer thread: consume ahead while there is room, then leave the group."""
+        """The consumer thread: consume ahead while there is room, run commits in between, then leave."""
         consumer = self._consumer
         loop = self._loop
         assert consumer is not None and loop is not None
+        wake = self._wake
         try:
-            while not self._stopping.is_set():
-                self._run_commands(consumer)
-                if not self._space.acquire(timeout=self.POLL_TIMEOUT):
-                    continue
+            while True:
+                with wake:
+                    while not self._stopping and not self._commands and self._waiting >= self.PREFETCH:
+                        wake.wait()
+                    if self._stopping:
+                        break
+                    commands, self._commands = self._commands, []
+                if commands:
+                    _run_commits(consumer, commands)
+                    continue  # a stop may have arrived meanwhile
                 messages = consumer.consume(self._max_records, self.POLL_TIMEOUT)
                 fetched = self._unpack(messages) if messages else None
                 if fetched is None or not fetched.values:
-                    self._space.release()
                     continue
+                with wake:
+                    self._waiting += 1
                 # Unpacked here, while the loop is busy with the previous batch.
                 loop.call_soon_threadsafe(self._arrive, fetched)
         except BaseException as exc:  # a fatal client error: the source sees it on its next fetch
             if not loop.is_closed():
                 loop.call_soon_threadsafe(self._fail, exc)
         finally:
-            self._run_commands(consumer)
+            with wake:
+                commands, self._commands = self._commands, []
+            _run_commits(consumer, commands)
             consumer.close()  # leaves the group; runs the revoke callback one last time
 
-    def _run_commands(self, consumer: Consumer) -> None:
-        while True:
-            try:
-                offsets, future = self._commands.get_nowait()
-            except queue.Empty:
-                return
-            if not future.set_running_or_notify_cancel():
-                continue
-            try:
-                consumer.commit(offsets=offsets, asynchronous=False)
-            except BaseException as exc:
-                future.set_exception(exc)
-            else:
-                future.set_result(None)
+    def _taken(self, count: int = 1) -> None:
+        """On the loop: ``count`` handed-over batches were taken (or dropped); the thread may read ahead."""
+        with self._wake:
+            self._waiting -= count
+            self._wake.notify()
 
     def _arrive(self, fetched: Fetched) -> None:
         self._ready.append(fetched)
@@ -223,7 +229,7 @@ class ConfluentConsumer:
                 kept.append(Fetched([fetched.values[i] for i in keep], [fetched.contexts[i] for i in keep],
                                     {p: o for p, o in fetched.positions.items() if p not in gone}))
             else:
-                self._space.release()
+                self._taken()
         self._ready = kept
         return await self.on_revoke(partitions)
 
@@ -243,22 +249,39 @@ class ConfluentConsumer:
         if not self._ready:
             return Fetched([], [], {})
         fetched = self._ready.popleft()
-        self._space.release()
+        self._taken()
         return fetched
 
     def _unpack(self, messages: list[Any]) -> Fetched:
-        """Values, contexts and next positions of consumed messages (in the consumer thread)."""
-        if any(m.error() is not None for m in messages):
+        """Values, contexts and next positions of consumed messages (in the consumer thread).
+
+        Columns are read with ``map`` over the unbound Message methods (C speed); partition and offset are
+        read once and serve both the contexts and the positions (the last offset per partition wins, as
+        consume() keeps each partition's order).
+        """
+        if any(map(Message.error, messages)):
             messages = self._drop_errors(messages)
-        values = [m.value() for m in messages]
-        contexts = [
-            {"topic": m.topic(), "partition": m.partition(), "offset": m.offset(), "key": m.key(),
-             "timestamp": m.timestamp()[1], "headers": m.headers() or ()}
-            for m in messages
-        ]
-        positions: dict[Partition, int] = {}
-        for context in contexts:  # last offset per partition wins: consume() keeps partition order
-            positions[(context["topic"], context["partition"])] = context["offset"] + 1
+        values = list(map(Message.value, messages))
+        # Consumed messages always have a partition and an offset (the stubs allow None for produced ones).
+        partitions: list[Any] = list(map(Message.partition, messages))
+        offsets: list[Any] = list(map(Message.offset, messages))
+        topic = self._single_topic
+        if topic is not None:
+            contexts = [
+                {"topic": topic, "partition": p, "offset": o, "key": m.key(), "timestamp": m.timestamp()[1],
+                 "headers": m.headers() or ()}
+                for m, p, o in zip(messages, partitions, offsets, strict=True)
+            ]
+            positions = {(topic, p): o + 1 for p, o in dict(zip(partitions, offsets, strict=True)).items()}
+        else:
+            topics: list[Any] = list(map(Message.topic, messages))
+            contexts = [
+                {"topic": t, "partition": p, "offset": o, "key": m.key(), "timestamp": m.timestamp()[1],
+                 "headers": m.headers() or ()}
+                for m, t, p, o in zip(messages, topics, partitions, offsets, strict=True)
+            ]
+            last = dict(zip(zip(topics, partitions, strict=True), offsets, strict=True))
+            positions = {tp: o + 1 for tp, o in last.items()}
         return Fetched(values, contexts, positions)
 
     def _drop_errors(self, messages: list[Any]) -> list[Any]:
@@ -279,7 +302,9 @@ class ConfluentConsumer:
         if self._thread is None or not self._thread.is_alive():
             raise KafkaException(KafkaError(KafkaError._STATE, "the consumer is closed"))
         future: concurrent.futures.Future[None] = concurrent.futures.Future()
-        self._commands.put((_topic_partitions(offsets), future))
+        with self._wake:
+            self._commands.append((_topic_partitions(offsets), future))
+            self._wake.notify()
         await asyncio.wrap_future(future)
 
     def assignment(self) -> set[Partition]:
@@ -287,7 +312,9 @@ class ConfluentConsumer:
 
     async def close(self) -> None:
         thread, self._thread = self._thread, None
-        self._stopping.set()
+        with self._wake:
+            self._stopping = True
+            self._wake.notify()
         if thread is not None:
             await asyncio.to_thread(thread.join)  # the thread closes the consumer (leaves the group)
         elif self._consumer is not None:
@@ -344,6 +371,45 @@ class _SendState:
         return located
 
 
+_ANY_PARTITION = -1  # RD_KAFKA_PARTITION_UA: librdkafka's partitioner decides
+_NO_HEADERS = None
+
+
+class _PartitionCounts:
+    """Which partitions of each topic can take records (they have a leader), from producer metadata.
+
+    Answers ``None`` for a topic it does not know, or whose metadata is older than ``max_age`` seconds
+    (the producer then looks it up again in the background). A topic that could not be looked up is not
+    asked about again for ``max_age`` either.
+    """
+
+    def __init__(self, max_age: float) -> None:
+        self.max_age = max_age
+        self._partitions: dict[str, tuple[list[int], float]] = {}
+        self._turn: dict[str, int] = {}
+
+    def learn(self, metadata: Any, now: float) -> None:
+        for name, topic in metadata.topics.items():
+            if topic.error is not None:
+                self.forget(name, now)
+                continue
+            available = sorted(p.id for p in topic.partitions.values() if p.leader >= 0 and p.error is None)
+            self._partitions[name] = (available, now)
+
+    def forget(self, topic: str, now: float) -> None:
+        self._partitions[topic] = ([], now)
+
+    def next(self, topic: str, now: float) -> int | None:
+        known = self._partitions.get(topic)
+        if known is None or now - known[1] > self.max_age:
+            return None
+        partitions = known[0]
+        if not partitions:
+            return _ANY_PARTITION
+        turn = self._turn[topic] = (self._turn.get(topic, -1) + 1) % len(partitions)
+        return partitions[turn]
+
+
 class ConfluentProducer:
     """``produce`` only enqueues; the event loop itself serves delivery reports with ``poll(0)``.
 
@@ -361,11 +427,14 @@ class ConfluentProducer:
         self._outstanding = 0
         self._wake = asyncio.Event()
         self._poller: asyncio.Task[None] | None = None
+        self._partitions = _PartitionCounts(options.metadata_max_age_ms / 1000)
+        self._lookups: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         producer = Producer(self._conf, logger=librdkafka_log)
         # Fails (KafkaException) when the cluster cannot be reached with these settings.
-        await asyncio.to_thread(producer.list_topics, None, self._timeout)
+        metadata = await asyncio.to_thread(producer.list_topics, None, self._timeout)
+        self._partitions.learn(metadata, asyncio.get_running_loop().time())
         self._producer = producer
         self._poller = asyncio.create_task(self._poll(producer), name="kafka-producer-poll")
 
@@ -390,6 +459,10 @@ class ConfluentProducer:
         topic = out.topic
         dumps = orjson.dumps
         inline_json = encode is encode_auto  # dicts as JSON without a Python call per record
+        # Unkeyed records of one call go to one partition, the next call to the next one (what librdkafka's
+        # sticky partitioner does too, but decided once per call instead of once per record). Keyed records,
+        # and topics whose partitions are not known yet, are left to librdkafka's partitioner (-1).
+        partition = self._sticky_partition(topic) if keys is None and topics is None else _ANY_PARTITION
         enqueued = 0
         for index, value in enumerate(out.values):
             if encode is not None:
@@ -404,11 +477,15 @@ class ConfluentProducer:
             if topics is not None:
                 topic = topics[index]
             key = None if keys is None else keys[index]
-            record_headers: list[Any] | None = list(headers[index] or ()) if headers is not None else None
+            record_headers: Any = _NO_HEADERS if headers is None else list(headers[index] or ())
             try:
-                produce(topic, value, key, on_delivery=state, headers=record_headers)
+                # Positional (topic, value, key, partition, callback, on_delivery, timestamp, headers): keyword
+                # arguments cost confluent-kafka ~300 ns more per record. `callback` it must be: confluent-kafka
+                # ignores on_delivery when callback is passed, even as None.
+                produce(topic, value, key, partition, state, None, 0, record_headers)
             except BufferError:  # librdkafka's queue is full: serve reports, let it drain, try again
-                if not await self._produce_when_room(producer, (topic, value, key), record_headers, state, index):
+                record = (topic, value, key, partition, state, None, 0, record_headers)
+                if not await self._produce_when_room(producer, record, state, index):
                     continue
             except (KafkaException, TypeError, ValueError) as exc:
                 failures.append((index, exc))
@@ -422,20 +499,14 @@ class ConfluentProducer:
             state.finish()
         self._wake.set()
 
-    async def _produce_when_room(
-        self,
-        producer: Producer,
-        record: tuple[str, bytes | None, bytes | None],
-        headers: list[Any] | None,
-        state: _SendState,
-        index: int,
-    ) -> bool:
+    async def _produce_when_room(self, producer: Producer, record: tuple[Any, ...], state: _SendState,
+                                 index: int) -> bool:
         """Retry one record until librdkafka's queue has room; False if it was refused for good."""
         while True:
             producer.poll(0)
             await asyncio.sleep(self.POLL_INTERVAL)
             try:
-                producer.produce(*record, on_delivery=state, headers=headers)
+                producer.produce(*record)
             except BufferError:
                 continue
             except (KafkaException, TypeError, ValueError) as exc:
@@ -443,9 +514,33 @@ class ConfluentProducer:
                 return False
             return True
 
+    def _sticky_partition(self, topic: str) -> int:
+        """The partition for this call's unkeyed records of ``topic`` (-1: let librdkafka choose)."""
+        partition = self._partitions.next(topic, asyncio.get_running_loop().time())
+        if partition is None:  # unknown or stale: look it up in the background, librdkafka decides meanwhile
+            if not self._lookups and self._producer is not None:
+                task = asyncio.create_task(self._look_up(self._producer, topic), name="kafka-producer-metadata")
+                self._lookups.add(task)
+                task.add_done_callback(self._lookups.discard)
+            return _ANY_PARTITION
+        return partition
+
+    async def _look_up(self, producer: Producer, topic: str) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            metadata = await asyncio.to_thread(producer.list_topics, topic, self._timeout)
+        except KafkaException as exc:
+            log.debug("metadata of topic %r unavailable: %s", topic, exc)
+            self._partitions.forget(topic, loop.time())
+            return
+        self._partitions.learn(metadata, loop.time())
+
     async def close(self) -> None:
         producer, self._producer = self._producer, None
         poller, self._poller = self._poller, None
+        for lookup in list(self._lookups):
+            lookup.cancel()
+        await asyncio.gather(*self._lookups, return_exceptions=True)
         if poller is not None:
             poller.cancel()
             await asyncio.gather(poller, return_exceptions=True)
@@ -496,6 +591,21 @@ class ConfluentBackend:
         if kafka_error is None:
             return isinstance(error, OSError)
         return kafka_error.code() in _LINK_CODES
+
+
+def _run_commits(
+    consumer: Consumer, commands: list[tuple[list[TopicPartition], concurrent.futures.Future[None]]]
+) -> None:
+    """In the consumer thread: run each queued commit synchronously and settle its future."""
+    for offsets, future in commands:
+        if not future.set_running_or_notify_cancel():
+            continue
+        try:
+            consumer.commit(offsets=offsets, asynchronous=False)
+        except BaseException as exc:
+            future.set_exception(exc)
+        else:
+            future.set_result(None)
 
 
 def _topic_partitions(offsets: Mapping[Partition, int]) -> list[TopicPartition]:

@@ -54,6 +54,7 @@ class KafkaConnection(bspump.Connection):
         "request_timeout_ms": 40000,
         "metadata_max_age_ms": 300000,
         "retry_backoff_ms": 100,
+        "reconnect_backoff_ms": 20,
         "connections_max_idle_ms": 540000,
     }
 
@@ -120,6 +121,7 @@ class KafkaConnection(bspump.Connection):
             request_timeout_ms=config.getint("request_timeout_ms"),
             metadata_max_age_ms=config.getint("metadata_max_age_ms"),
             retry_backoff_ms=config.getint("retry_backoff_ms"),
+            reconnect_backoff_ms=config.getint("reconnect_backoff_ms"),
             connections_max_idle_ms=config.getint("connections_max_idle_ms"),
         )
 

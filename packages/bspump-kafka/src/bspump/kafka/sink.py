@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import bspump
-from bspump.sink import wait_idle
+from bspump.sink import start_writer, wait_idle
 
 from .backend import OutBatch, ProducerClient
 from .codec import encode_as, encode_auto, encode_key
@@ -141,7 +141,7 @@ class KafkaSink(bspump.Sink):
         if self is self.pipeline.dead_letter_sink:
             self._fast = False  # dead letters carry their error into headers: the careful path does that
         if self._writer is None:
-            self._writer = asyncio.create_task(self._write_loop(), name=f"sink:{self.qualified_id}")
+            self._writer = start_writer(self, self._write_loop())
 
     async def flush(self) -> None:
         """Wait until every event put so far is confirmed by the broker (or handed to the error policy)."""
@@ -160,6 +160,10 @@ class KafkaSink(bspump.Sink):
     async def _write_loop(self) -> None:
         queue = self._queue
         kafka = self.kafka
+        # The producer starts right away, while the source joins its group, not when the first batch arrives.
+        await kafka.wait_ready()
+        if self.producer is None:
+            await self._start_producer()
         while True:
             if not queue:
                 if self._outstanding == 0:
