@@ -522,3 +522,30 @@ if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "worker":
 
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(message)s")
     sys.exit(run_worker(*sys.argv[2:7]))
+
+
+@pytest.mark.parametrize("with_headers", [False, True])
+async def test_confluent_producer_waits_for_room_when_librdkafkas_queue_is_full(
+    kafka_bootstrap: str, kafka_topic_factory: TopicFactory, with_headers: bool
+) -> None:
+    """produce_batch (no headers) and produce per record (headers) both retry what a full queue refused."""
+    from bspump.kafka.backend import OutBatch
+    from bspump.kafka.codec import encode_auto
+    from bspump.kafka.confluent_backend import ConfluentProducer
+    from bspump.kafka.options import ClientOptions, ProducerSettings
+
+    topic = await kafka_topic_factory(partitions=2)
+    producer = ConfluentProducer(ClientOptions(bootstrap_servers=(kafka_bootstrap,)), ProducerSettings())
+    producer._conf["queue.buffering.max.messages"] = 50  # room for a tenth of one call
+    await producer.start()
+    reports: list[list[tuple[int, BaseException]]] = []
+    try:
+        events: list[Any] = [{"n": i} for i in range(500)]
+        headers = [[("n", str(i).encode())] for i in range(500)] if with_headers else None
+        await producer.send(OutBatch(topic, events, headers=headers, encode=encode_auto), reports.append)
+        await wait_until(lambda: bool(reports), 30, "every delivery report")
+    finally:
+        await producer.close()
+    assert reports == [[]]
+    records = await read_all(kafka_bootstrap, topic, 500)
+    assert sorted(orjson.loads(r.value)["n"] for r in records) == list(range(500))
