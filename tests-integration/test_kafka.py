@@ -549,3 +549,40 @@ async def test_confluent_producer_waits_for_room_when_librdkafkas_queue_is_full(
     assert reports == [[]]
     records = await read_all(kafka_bootstrap, topic, 500)
     assert sorted(orjson.loads(r.value)["n"] for r in records) == list(range(500))
+
+
+async def test_confluent_producer_isolates_values_that_do_not_encode_and_learns_new_topics(
+    kafka_bootstrap: str, kafka_topic_factory: TopicFactory
+) -> None:
+    """A value orjson refuses fails alone (the batch falls back to produce per record); a topic created after
+    the producer started is looked up in the background, and its unkeyed records then go one partition a call."""
+    from bspump.kafka.backend import OutBatch
+    from bspump.kafka.codec import encode_auto
+    from bspump.kafka.confluent_backend import ConfluentProducer
+    from bspump.kafka.options import ClientOptions, ProducerSettings
+
+    producer = ConfluentProducer(ClientOptions(bootstrap_servers=(kafka_bootstrap,)), ProducerSettings())
+    await producer.start()
+    topic = await kafka_topic_factory(partitions=3)  # created after the producer read the cluster's metadata
+    reports: list[list[tuple[int, BaseException]]] = []
+    try:
+        events: list[Any] = [{"n": i} for i in range(10)]
+        events[4] = {"n": 4, "bad": object()}  # not JSON
+        await producer.send(OutBatch(topic, events, encode=encode_auto), reports.append)
+        await wait_until(lambda: len(reports) == 1, 30, "the first call's reports")
+        await wait_until(lambda: producer._partitions.next(topic, 0.0) is not None, 10, "the topic's partitions")
+        for _ in range(3):
+            await producer.send(OutBatch(topic, [{"n": 100}] * 5, encode=encode_auto), reports.append)
+        await wait_until(lambda: len(reports) == 4, 30, "every report")
+    finally:
+        await producer.close()
+    assert [index for index, _ in reports[0]] == [4]
+    assert isinstance(reports[0][0][1], TypeError) and "object" in str(reports[0][0][1])
+    assert reports[1:] == [[], [], []]
+    records = await read_all(kafka_bootstrap, topic, 24)
+    assert sorted(orjson.loads(r.value)["n"] for r in records) == [0, 1, 2, 3, 5, 6, 7, 8, 9] + [100] * 15
+    later = [r for r in records if orjson.loads(r.value)["n"] == 100]
+    by_partition: dict[int, int] = {}
+    for r in later:
+        by_partition[r.partition] = by_partition.get(r.partition, 0) + 1
+    assert sorted(by_partition.values()) == [5, 5, 5]  # one partition per call, rotating
