@@ -108,16 +108,18 @@ class ConfluentConsumer:
         self._consumer: Consumer | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
-        # Shared with the consumer thread, under _wake: the batches it handed over and the loop has not taken
-        # yet, the commits it has to run, and whether to stop. The thread sleeps on _wake while it has
-        # PREFETCH batches waiting and nothing else to do, so a commit or a stop never waits for a timeout.
+        # Shared with the consumer thread, under _wake: the message lists it consumed and the loop has not
+        # taken yet (_ready), the commits it has to run, whether to stop, and whether the loop waits for data
+        # (only then does the thread wake it: no self-pipe write per batch while the loop is busy). The thread
+        # sleeps on _wake while PREFETCH lists wait and it has nothing else to do, so a commit or a stop
+        # never waits for a timeout.
         self._wake = threading.Condition()
         self._stopping = False
-        self._waiting = 0
+        self._loop_waits = False
         # confluent-kafka serialises calls on one Consumer: a call from the loop while the thread sits in
         # consume() would wait for it. So commits travel to the thread, and the assignment is tracked here.
         self._commands: list[tuple[list[TopicPartition], concurrent.futures.Future[None]]] = []
-        self._ready: deque[list[Any]] = deque()  # consumed message lists the loop has not taken yet
+        self._ready: deque[list[Any]] = deque()
         self._arrived = asyncio.Event()
         self._failure: BaseException | None = None
         self._max_records = 1000
@@ -149,7 +151,7 @@ class ConfluentConsumer:
         try:
             while True:
                 with wake:
-                    while not self._stopping and not self._commands and self._waiting >= self.PREFETCH:
+                    while not self._stopping and not self._commands and len(self._ready) >= self.PREFETCH:
                         wake.wait()
                     if self._stopping:
                         break
@@ -160,11 +162,13 @@ class ConfluentConsumer:
                 messages = consumer.consume(self._max_records, self.POLL_TIMEOUT)
                 if not messages:
                     continue
-                with wake:
-                    self._waiting += 1
                 # Unpacked on the loop, not here: this thread then holds the GIL only while consume() builds
                 # the Message objects (unpacking here measured ~10 % slower, from contention for the GIL).
-                loop.call_soon_threadsafe(self._arrive, messages)
+                with wake:
+                    self._ready.append(messages)
+                    loop_waits, self._loop_waits = self._loop_waits, False
+                if loop_waits:
+                    loop.call_soon_threadsafe(self._arrived.set)
         except BaseException as exc:  # a fatal client error: the source sees it on its next fetch
             if not loop.is_closed():
                 loop.call_soon_threadsafe(self._fail, exc)
@@ -173,16 +177,6 @@ class ConfluentConsumer:
                 commands, self._commands = self._commands, []
             _run_commits(consumer, commands)
             consumer.close()  # leaves the group; runs the revoke callback one last time
-
-    def _taken(self, count: int = 1) -> None:
-        """On the loop: ``count`` handed-over batches were taken (or dropped); the thread may read ahead."""
-        with self._wake:
-            self._waiting -= count
-            self._wake.notify()
-
-    def _arrive(self, messages: list[Any]) -> None:
-        self._ready.append(messages)
-        self._arrived.set()
 
     def _fail(self, error: BaseException) -> None:
         self._failure = error
@@ -222,20 +216,16 @@ class ConfluentConsumer:
     async def _release(self, partitions: list[Partition]) -> dict[Partition, int]:
         """On the loop: forget prefetched messages of revoked partitions, then let the source drain them."""
         gone = set(partitions)
-        kept: deque[list[Any]] = deque()
-        for messages in self._ready:
-            keep = [m for m in messages if (m.topic(), m.partition()) not in gone]
-            if keep:
-                kept.append(keep)
-            else:
-                self._taken()
-        self._ready = kept
+        with self._wake:  # the thread is inside consume() (in this callback), but keep to the rule
+            kept = [[m for m in messages if (m.topic(), m.partition()) not in gone] for messages in self._ready]
+            self._ready = deque(messages for messages in kept if messages)
+            self._wake.notify()
         return await self.on_revoke(partitions)
 
     async def fetch(self, max_records: int, timeout: float) -> Fetched:
         self._max_records = max_records
-        if not self._ready and self._failure is None:
-            self._arrived.clear()
+        messages = self._take()
+        if messages is None and self._failure is None:
             # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation that
             # arrives as the event is set, and the source would then never stop.
             try:
@@ -243,13 +233,23 @@ class ConfluentConsumer:
                     await self._arrived.wait()
             except TimeoutError:
                 pass
+            messages = self._take()
         if self._failure is not None:
             raise self._failure
-        if not self._ready:
+        if messages is None:
             return Fetched([], [], {})
-        messages = self._ready.popleft()
-        self._taken()
         return self._unpack(messages)
+
+    def _take(self) -> list[Any] | None:
+        """On the loop: the oldest consumed message list, or None (and the thread wakes the loop when the
+        next one arrives)."""
+        with self._wake:
+            if self._ready:
+                self._wake.notify()  # room to read ahead again
+                return self._ready.popleft()
+            self._loop_waits = True
+            self._arrived.clear()
+            return None
 
     def _unpack(self, messages: list[Any]) -> Fetched:
         """Values, contexts and next positions of consumed messages; raises on a fatal consumer error.
