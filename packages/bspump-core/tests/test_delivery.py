@@ -161,3 +161,23 @@ async def test_wait_drained_returns_true_once_acked_and_false_on_timeout() -> No
     asyncio.get_running_loop().call_later(0.02, slow.ack)
     assert await tracker.wait_drained(timeout=2.0) is True
     assert tracker.take_committable() == {0: 1, 1: 1}
+
+
+async def test_wait_drained_wakes_on_the_acknowledgement_and_on_forget() -> None:
+    tracker = PositionTracker()
+    first = tracker.track({0: 1})
+    second = tracker.track({1: 1})
+    for d in (first, second):
+        d.add(1)
+        d.seal()
+    waiter = asyncio.create_task(tracker.wait_drained([0], timeout=5.0))
+    await asyncio.sleep(0)
+    first.ack()
+    await asyncio.sleep(0)
+    await asyncio.sleep(0)
+    assert waiter.done() and waiter.result() is True  # woken by the ack itself, not by a timer
+    forgotten = asyncio.create_task(tracker.wait_drained(timeout=5.0))
+    await asyncio.sleep(0)
+    tracker.forget([1])  # a revoked partition is never acknowledged: nothing is pending any more
+    assert await forgotten is True
+    assert tracker._drain_waiters == []

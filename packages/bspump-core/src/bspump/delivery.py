@@ -103,6 +103,8 @@ class PositionTracker(Generic[P]):
         self._queues: dict[P, deque[tuple[Any, Delivery]]] = {}
         self._committable: dict[P, Any] = {}
         self._changed: set[P] = set()
+        # wait_drained() callers: the partitions each waits for (None: all) and the future to resolve.
+        self._drain_waiters: list[tuple[list[P] | None, asyncio.Future[None]]] = []
 
     def track(self, positions: Mapping[P, Any]) -> Delivery:
         """Start tracking a batch covering ``positions``; returns the delivery to hand to the pipeline."""
@@ -118,6 +120,19 @@ class PositionTracker(Generic[P]):
                 position, _ = queue.popleft()
                 self._committable[partition] = position
                 self._changed.add(partition)
+        if self._drain_waiters:
+            self._wake_drained()
+
+    def _wake_drained(self) -> None:
+        waiting = []
+        for wanted, future in self._drain_waiters:
+            if future.done():
+                continue
+            if self.pending(wanted) == 0:
+                future.set_result(None)
+            else:
+                waiting.append((wanted, future))
+        self._drain_waiters = waiting
 
     def take_committable(self, partitions: Iterable[P] | None = None) -> dict[P, Any]:
         """Positions that advanced since the last call (optionally only for ``partitions``)."""
@@ -139,13 +154,17 @@ class PositionTracker(Generic[P]):
     async def wait_drained(self, partitions: Iterable[P] | None = None, timeout: float | None = None) -> bool:
         """Wait until the given partitions (default all) have nothing pending; False on timeout."""
         wanted = None if partitions is None else list(partitions)
-        loop = asyncio.get_running_loop()
-        deadline = None if timeout is None else loop.time() + timeout
-        while self.pending(wanted) > 0:
-            if deadline is not None and loop.time() >= deadline:
-                return False
-            # Acks arrive on this loop from sink tasks; a short poll keeps no waiter bookkeeping per batch.
-            await asyncio.sleep(0.005)
+        if self.pending(wanted) == 0:
+            return True
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._drain_waiters.append((wanted, future))  # resolved by the acknowledgement that drains them
+        try:
+            async with asyncio.timeout(timeout):
+                await future
+        except TimeoutError:
+            return False
+        finally:
+            future.cancel()  # a no-op once resolved; dropped from the list at the next wake-up
         return True
 
     def forget(self, partitions: Iterable[P]) -> None:
@@ -154,3 +173,5 @@ class PositionTracker(Generic[P]):
             self._queues.pop(partition, None)
             self._committable.pop(partition, None)
             self._changed.discard(partition)
+        if self._drain_waiters:
+            self._wake_drained()
