@@ -586,3 +586,48 @@ async def test_confluent_producer_isolates_values_that_do_not_encode_and_learns_
     for r in later:
         by_partition[r.partition] = by_partition.get(r.partition, 0) + 1
     assert sorted(by_partition.values()) == [5, 5, 5]  # one partition per call, rotating
+
+
+async def test_confluent_producer_recovers_when_a_topic_is_recreated_with_fewer_partitions(
+    kafka_bootstrap: str, kafka_topic_factory: TopicFactory
+) -> None:
+    """A partition chosen from stale metadata fails as transient (the sink sends it again) and the topic is
+    looked up anew, so the next calls use the partitions it has now."""
+    from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+
+    from bspump.kafka.backend import OutBatch
+    from bspump.kafka.codec import encode_auto
+    from bspump.kafka.confluent_backend import BACKEND, ConfluentProducer
+    from bspump.kafka.options import ClientOptions, ProducerSettings
+
+    topic = await kafka_topic_factory(partitions=3)
+    producer = ConfluentProducer(ClientOptions(bootstrap_servers=(kafka_bootstrap,)), ProducerSettings())
+    await producer.start()
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka_bootstrap)
+    await admin.start()
+    reports: list[list[tuple[int, BaseException]]] = []
+    try:
+        assert producer._partitions.next(topic, 0.0) is not None  # known from the start: 3 partitions
+        await admin.delete_topics([topic])
+        deadline = time.monotonic() + 30
+        while True:  # deletion completes asynchronously on the broker
+            try:
+                await admin.create_topics([NewTopic(topic, num_partitions=1, replication_factor=1)])
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.2)
+        for n in range(3):  # the rotation reaches partitions 1 and 2, which are gone
+            await producer.send(OutBatch(topic, [{"n": n}], encode=encode_auto), reports.append)
+        await wait_until(lambda: len(reports) == 3, 30, "three calls settled")
+        failed = [error for report in reports for _, error in report]
+        assert failed and all(BACKEND.is_transient(error) for error in failed)
+        await producer.send(OutBatch(topic, [{"n": 9}], encode=encode_auto), reports.append)  # looks it up
+        await wait_until(lambda: producer._partitions.next(topic, 0.0) == 0, 10, "the topic looked up anew")
+        await producer.send(OutBatch(topic, [{"n": 10}], encode=encode_auto), reports.append)
+        await wait_until(lambda: len(reports) == 5, 30, "the last calls settled")
+    finally:
+        await producer.close()
+        await admin.close()
+    assert reports[3:] == [[], []]

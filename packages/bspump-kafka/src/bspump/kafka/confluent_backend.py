@@ -69,6 +69,7 @@ _TRANSIENT_CODES = _LINK_CODES | {
     KafkaError.REBALANCE_IN_PROGRESS,
     KafkaError.COORDINATOR_NOT_AVAILABLE,
     KafkaError.NOT_COORDINATOR,
+    KafkaError._UNKNOWN_PARTITION,  # a partition chosen from stale metadata: sent again, partitioned anew
 }
 
 
@@ -396,7 +397,12 @@ class _PartitionCounts:
             self._partitions[name] = (available, now)
 
     def forget(self, topic: str, now: float) -> None:
+        """Leave ``topic`` to librdkafka's partitioner until ``max_age`` passed (its lookup failed)."""
         self._partitions[topic] = ([], now)
+
+    def drop(self, topic: str) -> None:
+        """Look ``topic`` up again on its next use (its partitions changed)."""
+        self._partitions.pop(topic, None)
 
     def next(self, topic: str, now: float) -> int | None:
         known = self._partitions.get(topic)
@@ -448,13 +454,15 @@ class ConfluentProducer:
     async def send(self, out: OutBatch, done: SendDone) -> None:
         producer = self._producer
         assert producer is not None
-        state = _SendState(done, out)
         # Unkeyed records of one call go to one partition, the next call to the next one (what librdkafka's
         # sticky partitioner does too, but decided once per call instead of once per record). Keyed records,
         # and topics whose partitions are not known yet, are left to librdkafka's partitioner (-1).
         partition = _ANY_PARTITION
         if out.keys is None and out.topics is None:
             partition = self._sticky_partition(out.topic)
+            if partition != _ANY_PARTITION:
+                done = self._forget_on_unknown_partition(out.topic, done)
+        state = _SendState(done, out)
         records = _batch_records(out) if out.headers is None and out.topics is None else None
         enqueued = 0
         if records is not None:
@@ -557,6 +565,20 @@ class ConfluentProducer:
                 task.add_done_callback(self._lookups.discard)
             return _ANY_PARTITION
         return partition
+
+    def _forget_on_unknown_partition(self, topic: str, done: SendDone) -> SendDone:
+        """``done``, after dropping what is known of ``topic``'s partitions if the broker no longer has the one
+        chosen (the topic was recreated with fewer): the records are sent again, and the topic looked up anew."""
+
+        def settled(failures: list[tuple[int, BaseException]]) -> None:
+            for _, error in failures:
+                kafka_error = _kafka_error(error)
+                if kafka_error is not None and kafka_error.code() == KafkaError._UNKNOWN_PARTITION:
+                    self._partitions.drop(topic)
+                    break
+            done(failures)
+
+        return settled
 
     async def _look_up(self, producer: Producer, topic: str) -> None:
         loop = asyncio.get_running_loop()
