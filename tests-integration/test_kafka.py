@@ -356,6 +356,42 @@ async def test_offsets_are_committed_only_up_to_the_first_unacknowledged_event(
     assert await committed(kafka_bootstrap, group, source_topic, 1) == [250]
 
 
+async def test_source_reports_its_lag(kafka_bootstrap: str, kafka_topic_factory: TopicFactory, client: str) -> None:
+    """The source's ``lag`` gauge: records not fetched yet. A sink that acknowledges nothing stops the source
+    at max_in_flight, so the lag is what is left in the topic; it also reaches /metrics via the pipeline."""
+    source_topic = await kafka_topic_factory(partitions=2)
+    total = 3000
+    await produce(kafka_bootstrap, source_topic, json_values(0, total))
+    app = bspump.BSPumpApplication(load_plugins=False, environ={})
+    svc = app.get_service("bspump.PumpService")
+    svc.add_connection(bspump.kafka.KafkaConnection(app, "KafkaConnection", config={
+        "bootstrap_servers": kafka_bootstrap, "client": client}))
+    pipeline = bspump.Pipeline(app, "Lag", config={"drain_timeout": 0.5, "max_in_flight": 400})
+    sink = HoldingSink(app, pipeline, hold=set(range(total)))
+    source = bspump.kafka.KafkaSource(app, pipeline, connection="KafkaConnection", config={
+        "topics": source_topic, "group_id": f"{source_topic}-g", "format": "json", "batch_size": 100})
+    pipeline.build(source, sink)
+    svc.add_pipeline(pipeline)
+    task = asyncio.create_task(app.run_async())
+    try:
+        await wait_until(lambda: pipeline.in_flight >= 400 and not pipeline.ready, 60, "the source throttled")
+        ends = dict(enumerate(await end_offsets(kafka_bootstrap, source_topic, 2)))
+
+        def expected_lag() -> int:  # over the partitions read from; the client's watermarks refresh ~1/s
+            return sum(ends[partition] - position for (_, partition), position in source._fetched.items())
+
+        await wait_until(lambda: source.gauges().get("lag") == expected_lag(), 10, "the lag")
+        gauges = pipeline.metrics()["components"]["KafkaSource"]["gauges"]
+        assert gauges["partitions"] == 2
+        assert gauges["partitions_unread"] == 2 - len(source._fetched)
+        assert 0 < gauges["lag"] == expected_lag() < total
+        print(f"[{client}] lag {gauges['lag']:.0f} after {source.records_fetched} fetched, "
+              f"{gauges['partitions_unread']:.0f} partitions not read yet")
+    finally:
+        app.stop()
+        await asyncio.wait_for(task, 60)
+
+
 # -- scale-out: two processes in one group ---------------------------------------------------------------
 
 

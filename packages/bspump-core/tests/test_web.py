@@ -47,6 +47,9 @@ async def test_metrics_health_and_ready(tmp_path: Path) -> None:
         def process(self, context: dict[str, Any], event: Any) -> Any:
             return event * 2
 
+        def gauges(self) -> dict[str, float]:
+            return {"factor": 2.0}
+
     p = bspump.Pipeline(app, "Events", config={"max_in_flight": 50})
     p.build(CountingSource(app, p, connection="DB"), Double(app, p), SlowSink(app, p, delay=0.001, connection="DB"))
     svc.add_pipeline(p)
@@ -75,6 +78,9 @@ async def test_metrics_health_and_ready(tmp_path: Path) -> None:
     assert 'bspump_pipeline_in_flight{pipeline="Events"}' in text
     assert 'bspump_component_events_total{component="Double",direction="in",pipeline="Events"}' in text
     assert 'bspump_connection_ready{connection="DB"} 1.0' in text
+    assert 'bspump_component_gauge{component="Double",name="factor",pipeline="Events"} 2.0' in text
+    assert p.metrics()["components"]["Double"]["gauges"] == {"factor": 2.0}
+    assert "gauges" not in p.metrics()["components"]["SlowSink"]  # reports none
 
     status, _, body = await http_get(port, "/nope")
     assert status == 404

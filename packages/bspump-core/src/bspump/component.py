@@ -91,6 +91,11 @@ class Component:
         self.connections.append(connection)
         return connection
 
+    def gauges(self) -> Mapping[str, float]:
+        """Current values this component reports besides its event counters (a source's lag, a sink's
+        queue), by name. Read when metrics are collected, never on the hot path; none by default."""
+        return {}
+
     @property
     def qualified_id(self) -> str:
         """``PipelineID.ComponentID``, the address used by ``PumpService.locate``."""

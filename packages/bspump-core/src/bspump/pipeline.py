@@ -689,7 +689,14 @@ class Pipeline:
         snapshot["in_flight"] = self.in_flight
         snapshot["state"] = self.state.value
         snapshot["throttles"] = sorted(self._throttles)
-        snapshot["components"] = {c.id: c.counters.snapshot() for c in self.components}
+        components: dict[str, Any] = {}
+        for component in self.components:
+            counters: dict[str, Any] = component.counters.snapshot()
+            gauges = component.gauges()
+            if gauges:
+                counters["gauges"] = dict(gauges)
+            components[component.id] = counters
+        snapshot["components"] = components
         return snapshot
 
     def __repr__(self) -> str:

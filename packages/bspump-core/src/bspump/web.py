@@ -44,6 +44,8 @@ class PipelineCollector(Collector):
         eps = GaugeMetricFamily("bspump_pipeline_events_per_second", "Input rate over ~10 s", labels=["pipeline"])
         component = CounterMetricFamily("bspump_component_events", "Events per component and direction",
                                         labels=["pipeline", "component", "direction"])
+        gauges = GaugeMetricFamily("bspump_component_gauge", "Values components report (e.g. a source's lag)",
+                                   labels=["pipeline", "component", "name"])
         for pipeline in pipelines:
             snapshot = pipeline.metrics()
             for key, family in families.items():
@@ -53,10 +55,13 @@ class PipelineCollector(Collector):
             for component_id, counters in snapshot["components"].items():
                 for direction in ("in", "out", "dropped", "errors"):
                     component.add_metric([pipeline.id, component_id, direction], counters[direction])
+                for name, value in counters.get("gauges", {}).items():
+                    gauges.add_metric([pipeline.id, component_id, name], value)
         yield from families.values()
         yield in_flight
         yield eps
         yield component
+        yield gauges
         connections = GaugeMetricFamily("bspump_connection_ready", "1 while the connection is ready",
                                         labels=["connection"])
         for connection in self.app.pump_service.connections.values():

@@ -131,6 +131,13 @@ class AiokafkaConsumer:
             return set()
         return {(tp.topic, tp.partition) for tp in self._consumer.assignment()}
 
+    def highwaters(self) -> dict[Partition, int]:
+        consumer = self._consumer
+        if consumer is None:
+            return {}
+        known = ((tp, consumer.highwater(tp)) for tp in consumer.assignment())
+        return {(tp.topic, tp.partition): high for tp, high in known if high is not None}
+
     async def close(self) -> None:
         consumer, self._consumer = self._consumer, None
         if consumer is not None:

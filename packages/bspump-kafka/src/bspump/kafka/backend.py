@@ -64,6 +64,10 @@ class ConsumerClient(Protocol):
 
     def assignment(self) -> set[Partition]: ...
 
+    def highwaters(self) -> dict[Partition, int]:
+        """The last known end offset (high watermark) of each assigned partition, without a request."""
+        ...
+
     async def close(self) -> None: ...
 
 

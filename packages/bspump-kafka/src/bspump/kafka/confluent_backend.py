@@ -15,6 +15,7 @@ import asyncio
 import concurrent.futures
 import logging
 import threading
+import time
 from collections import deque
 from collections.abc import Mapping
 from typing import Any
@@ -90,6 +91,8 @@ class ConfluentConsumer:
     """
 
     PREFETCH = 2
+    #: Seconds between reads of librdkafka's cached high watermarks (for the source's lag).
+    WATERMARK_INTERVAL = 1.0
     #: Longest wait in ``consume``: how late a commit or a stop can be noticed while no data arrives.
     POLL_TIMEOUT = 0.01
 
@@ -127,6 +130,7 @@ class ConfluentConsumer:
         # Every message comes from this topic (one topic, no pattern): no topic() call per message.
         self._single_topic = settings.topics[0] if len(settings.topics) == 1 and not settings.topic_pattern else None
         self._assignment: set[Partition] = set()
+        self._highwaters: dict[Partition, int] = {}  # replaced by the thread about once a second
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -149,17 +153,24 @@ class ConfluentConsumer:
         loop = self._loop
         assert consumer is not None and loop is not None
         wake = self._wake
+        next_watermarks = time.monotonic()
         try:
             while True:
+                if time.monotonic() >= next_watermarks:
+                    self._highwaters = _cached_highwaters(consumer, self._assignment)
+                    next_watermarks = time.monotonic() + self.WATERMARK_INTERVAL
                 with wake:
                     while not self._stopping and not self._commands and len(self._ready) >= self.PREFETCH:
-                        wake.wait()
+                        if not wake.wait(max(next_watermarks - time.monotonic(), 0.0)):
+                            break  # time to read the watermarks again (the loop may be throttled for long)
                     if self._stopping:
                         break
                     commands, self._commands = self._commands, []
                 if commands:
                     _run_commits(consumer, commands)
                     continue  # a stop may have arrived meanwhile
+                if len(self._ready) >= self.PREFETCH:
+                    continue  # woken only to read the watermarks
                 messages = consumer.consume(self._max_records, self.POLL_TIMEOUT)
                 if not messages:
                     continue
@@ -309,6 +320,10 @@ class ConfluentConsumer:
 
     def assignment(self) -> set[Partition]:
         return set(self._assignment)
+
+    def highwaters(self) -> dict[Partition, int]:
+        assigned = self._assignment
+        return {p: high for p, high in self._highwaters.items() if p in assigned}
 
     async def close(self) -> None:
         thread, self._thread = self._thread, None
@@ -664,6 +679,19 @@ def _batch_records(out: OutBatch) -> list[dict[str, Any]] | None:
     if out.keys is None:
         return [{"value": v} for v in values]
     return [{"value": v, "key": k} for v, k in zip(values, out.keys, strict=True)]
+
+
+def _cached_highwaters(consumer: Consumer, partitions: set[Partition]) -> dict[Partition, int]:
+    """In the consumer thread: librdkafka's cached high watermarks (updated by every fetch; no request)."""
+    highwaters: dict[Partition, int] = {}
+    for topic, partition in partitions:
+        try:
+            _, high = consumer.get_watermark_offsets(TopicPartition(topic, partition), cached=True)
+        except KafkaException:
+            continue
+        if high >= 0:
+            highwaters[(topic, partition)] = high
+    return highwaters
 
 
 def _run_commits(

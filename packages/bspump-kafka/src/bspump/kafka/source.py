@@ -113,6 +113,7 @@ class KafkaSource(bspump.Source):
         self.tracker: bspump.PositionTracker[Partition] = bspump.PositionTracker()
         self.client: ConsumerClient | None = None
         self._uncommitted: dict[Partition, int] = {}
+        self._fetched: dict[Partition, int] = {}  # next offset to fetch, per partition (for the lag)
         self.records_fetched = 0
         self.commits = 0
 
@@ -173,6 +174,7 @@ class KafkaSource(bspump.Source):
     async def _emit(self, fetched: Fetched) -> None:
         values, contexts, positions = fetched
         self.records_fetched += len(values)
+        self._fetched.update(positions)
         delivery = self.tracker.track(positions)
         if self.key_format == "text":
             for context in contexts:
@@ -213,6 +215,31 @@ class KafkaSource(bspump.Source):
                 continue
             kept.append(context)
         return events, kept
+
+    # -- metrics ------------------------------------------------------------------------------------------
+    def gauges(self) -> dict[str, float]:
+        """``lag``: records not fetched yet in the assigned partitions this member has read from (end offset
+        as the client last heard it, minus the next offset to fetch); ``partitions_unread``: assigned
+        partitions it has not read from since they were assigned (their lag is unknown until it does: a
+        value that stays above 0 while ``lag`` is high points at a stuck partition); ``partitions``: how
+        many partitions this member owns."""
+        client = self.client
+        if client is None:
+            return {}
+        assigned = client.assignment()
+        highwaters = client.highwaters()
+        fetched = self._fetched
+        lag = 0
+        unread = 0
+        for partition in assigned:
+            position = fetched.get(partition)
+            if position is None:
+                unread += 1
+                continue
+            high = highwaters.get(partition)
+            if high is not None and high > position:
+                lag += high - position
+        return {"lag": float(lag), "partitions_unread": float(unread), "partitions": float(len(assigned))}
 
     # -- committing ---------------------------------------------------------------------------------------
     async def commit(self) -> None:
@@ -264,6 +291,8 @@ class KafkaSource(bspump.Source):
         self._uncommitted.update(self._take_committable())
         offsets = {p: self._uncommitted.pop(p) for p in partitions if p in self._uncommitted}
         self.tracker.forget(partitions)
+        for partition in partitions:
+            self._fetched.pop(partition, None)
         log.info("%s: revoked %s; committing %s", self.qualified_id, _describe(partitions), offsets or "nothing")
         return offsets
 
