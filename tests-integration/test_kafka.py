@@ -392,6 +392,69 @@ async def test_source_reports_its_lag(kafka_bootstrap: str, kafka_topic_factory:
         await asyncio.wait_for(task, 60)
 
 
+class GateSink(bspump.Sink):
+    """Acknowledges nothing until ``gate`` is set, then everything (held batches first)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.gate = asyncio.Event()
+        self.held: list[bspump.Batch] = []
+        self.acked = 0
+        self._releaser: asyncio.Task[None] | None = None
+
+    def put(self, batch: bspump.Batch) -> None:
+        if self.gate.is_set():
+            self._ack(batch)
+        else:
+            self.held.append(batch)
+
+    def _ack(self, batch: bspump.Batch) -> None:
+        self.acked += len(batch)
+        batch.delivery.ack(len(batch))
+
+    def release(self) -> None:
+        self.gate.set()
+        held, self.held = self.held, []
+        for batch in held:
+            self._ack(batch)
+
+
+async def test_a_throttled_source_stays_in_its_group(
+    kafka_bootstrap: str, kafka_topic_factory: TopicFactory, client: str
+) -> None:
+    """Backpressure longer than max_poll_interval_ms: the source keeps polling (paused), so the member is
+    not dropped from the group and nothing is revoked; once the sink moves again everything flows."""
+    source_topic = await kafka_topic_factory(partitions=3)
+    total = 3000
+    await produce(kafka_bootstrap, source_topic, json_values(0, total))
+    group = f"{source_topic}-g"
+    app = bspump.BSPumpApplication(load_plugins=False, environ={})
+    svc = app.get_service("bspump.PumpService")
+    svc.add_connection(bspump.kafka.KafkaConnection(app, "KafkaConnection", config={
+        "bootstrap_servers": kafka_bootstrap, "client": client}))
+    pipeline = bspump.Pipeline(app, "Throttled", config={"max_in_flight": 200})
+    sink = GateSink(app, pipeline)
+    source = bspump.kafka.KafkaSource(app, pipeline, connection="KafkaConnection", config={
+        "topics": source_topic, "group_id": group, "format": "json", "batch_size": 100,
+        "session_timeout_ms": 6000, "heartbeat_interval_ms": 1000, "max_poll_interval_ms": 6000})
+    pipeline.build(source, sink)
+    svc.add_pipeline(pipeline)
+    task = asyncio.create_task(app.run_async())
+    try:
+        await wait_until(lambda: not pipeline.ready, 60, "the source throttled")
+        await asyncio.sleep(10)  # well past max_poll_interval_ms
+        assert source.revocations == 0, "the member left its group while throttled"
+        sink.release()
+        await wait_until(lambda: sink.acked >= total, 60, "every event acknowledged")
+        assert source.revocations == 0
+    finally:
+        app.stop()
+        await asyncio.wait_for(task, 60)
+    assert sink.acked == total  # nothing fetched twice
+    assert await committed(kafka_bootstrap, group, source_topic, 3) == await end_offsets(
+        kafka_bootstrap, source_topic, 3)
+
+
 # -- scale-out: two processes in one group ---------------------------------------------------------------
 
 

@@ -63,6 +63,8 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         partitions = [(tp.topic, tp.partition) for tp in revoked]
         if not partitions:
             return
+        for tp in revoked:  # records held back by idle() belong to the next owner now
+            self.client._held.pop(tp, None)
         offsets = await self.client.on_revoke(partitions)
         if offsets:
             try:
@@ -91,6 +93,8 @@ class AiokafkaConsumer:
         self.on_revoke = on_revoke
         self._kwargs = {**aiokafka_common(options), **aiokafka_consumer(settings)}
         self._consumer: AIOKafkaConsumer | None = None
+        self._idling = False  # partitions paused by idle(), resumed by the next fetch
+        self._held: dict[Any, list[Any]] = {}  # records a poll in idle() returned anyway
 
     async def start(self) -> None:
         consumer = AIOKafkaConsumer(**self._kwargs)
@@ -103,24 +107,29 @@ class AiokafkaConsumer:
             consumer.subscribe(topics=list(self.settings.topics), listener=listener)
 
     async def fetch(self, max_records: int, timeout: float) -> Fetched:
-        assert self._consumer is not None
-        data = await self._consumer.getmany(timeout_ms=int(timeout * 1000), max_records=max_records)
-        values: list[bytes | None] = []
-        contexts: list[dict[str, Any]] = []
-        positions: dict[Partition, int] = {}
-        for tp, records in data.items():
-            if not records:
-                continue
-            topic = tp.topic
-            partition = tp.partition
-            values.extend(map(_VALUE, records))
-            contexts.extend([
-                {"topic": topic, "partition": partition, "offset": r.offset, "key": r.key,
-                 "timestamp": r.timestamp, "headers": r.headers}
-                for r in records
-            ])
-            positions[(topic, partition)] = records[-1].offset + 1
-        return Fetched(values, contexts, positions)
+        consumer = self._consumer
+        assert consumer is not None
+        if self._idling:
+            self._idling = False
+            consumer.resume(*consumer.paused())
+        if self._held:
+            data, self._held = self._held, {}
+        else:
+            data = await consumer.getmany(timeout_ms=int(timeout * 1000), max_records=max_records)
+        return _fetched(data)
+
+    async def idle(self) -> None:
+        """Stay in the group while the pipeline takes nothing: without a poll for max_poll_interval_ms the
+        member would leave it (and its partitions would be revoked). Every assigned partition is paused,
+        then polled; the next fetch resumes them."""
+        consumer = self._consumer
+        if consumer is None:
+            return
+        self._idling = True
+        consumer.pause(*(consumer.assignment() - consumer.paused()))
+        data = await consumer.getmany(timeout_ms=0)
+        for tp, records in data.items():  # fetched before the pause took effect: kept, not lost
+            self._held.setdefault(tp, []).extend(records)
 
     async def commit(self, offsets: Mapping[Partition, int]) -> None:
         assert self._consumer is not None
@@ -343,6 +352,26 @@ class AiokafkaProducer:
         producer, self._producer = self._producer, None
         if producer is not None:
             await producer.stop()
+
+
+def _fetched(data: Mapping[Any, list[Any]]) -> Fetched:
+    """Values, contexts and next positions of the records of one ``getmany``."""
+    values: list[bytes | None] = []
+    contexts: list[dict[str, Any]] = []
+    positions: dict[Partition, int] = {}
+    for tp, records in data.items():
+        if not records:
+            continue
+        topic = tp.topic
+        partition = tp.partition
+        values.extend(map(_VALUE, records))
+        contexts.extend([
+            {"topic": topic, "partition": partition, "offset": r.offset, "key": r.key,
+             "timestamp": r.timestamp, "headers": r.headers}
+            for r in records
+        ])
+        positions[(topic, partition)] = records[-1].offset + 1
+    return Fetched(values, contexts, positions)
 
 
 class AiokafkaBackend:

@@ -64,6 +64,11 @@ class ConsumerClient(Protocol):
 
     def assignment(self) -> set[Partition]: ...
 
+    async def idle(self) -> None:
+        """Called while the pipeline takes no records (backpressure): keep the group membership alive
+        (a member that does not poll for max_poll_interval_ms leaves the group) without fetching more."""
+        ...
+
     def highwaters(self) -> dict[Partition, int]:
         """The last known end offset (high watermark) of each assigned partition, without a request."""
         ...

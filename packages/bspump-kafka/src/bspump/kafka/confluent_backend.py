@@ -17,7 +17,7 @@ import logging
 import threading
 import time
 from collections import deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import orjson
@@ -93,6 +93,9 @@ class ConfluentConsumer:
     PREFETCH = 2
     #: Seconds between reads of librdkafka's cached high watermarks (for the source's lag).
     WATERMARK_INTERVAL = 1.0
+    #: While its read-ahead batches wait this long, the thread pauses the assignment and polls, so that
+    #: librdkafka does not leave the group for want of a poll within max.poll.interval.ms.
+    KEEP_ALIVE = 1.0
     #: Longest wait in ``consume``: how late a commit or a stop can be noticed while no data arrives.
     POLL_TIMEOUT = 0.01
 
@@ -154,11 +157,14 @@ class ConfluentConsumer:
         assert consumer is not None and loop is not None
         wake = self._wake
         next_watermarks = time.monotonic()
+        last_poll = time.monotonic()
+        paused: list[TopicPartition] = []
         try:
             while True:
-                if time.monotonic() >= next_watermarks:
+                now = time.monotonic()
+                if now >= next_watermarks:
                     self._highwaters = _cached_highwaters(consumer, self._assignment)
-                    next_watermarks = time.monotonic() + self.WATERMARK_INTERVAL
+                    next_watermarks = now + self.WATERMARK_INTERVAL
                 with wake:
                     while not self._stopping and not self._commands and len(self._ready) >= self.PREFETCH:
                         if not wake.wait(max(next_watermarks - time.monotonic(), 0.0)):
@@ -170,8 +176,16 @@ class ConfluentConsumer:
                     _run_commits(consumer, commands)
                     continue  # a stop may have arrived meanwhile
                 if len(self._ready) >= self.PREFETCH:
-                    continue  # woken only to read the watermarks
+                    # Woken by the clock: the loop takes nothing (backpressure). Stay in the group.
+                    if time.monotonic() - last_poll >= self.KEEP_ALIVE:
+                        paused = _paused_poll(consumer, paused, self._assignment, self._keep)
+                        last_poll = time.monotonic()
+                    continue
+                if paused:
+                    _resume(consumer, paused, self._assignment)
+                    paused = []
                 messages = consumer.consume(self._max_records, self.POLL_TIMEOUT)
+                last_poll = time.monotonic()
                 if not messages:
                     continue
                 # Unpacked on the loop, not here: this thread then holds the GIL only while consume() builds
@@ -189,6 +203,11 @@ class ConfluentConsumer:
                 commands, self._commands = self._commands, []
             _run_commits(consumer, commands)
             consumer.close()  # leaves the group; runs the revoke callback one last time
+
+    def _keep(self, messages: list[Any]) -> None:
+        """In the consumer thread: messages a paused poll returned anyway join the read-ahead."""
+        with self._wake:
+            self._ready.append(messages)
 
     def _fail(self, error: BaseException) -> None:
         self._failure = error
@@ -320,6 +339,10 @@ class ConfluentConsumer:
 
     def assignment(self) -> set[Partition]:
         return set(self._assignment)
+
+    async def idle(self) -> None:
+        """Nothing to do on the loop: the consumer thread polls by itself, with every assigned partition
+        paused, once the loop has left its read-ahead batches waiting for ``KEEP_ALIVE`` seconds."""
 
     def highwaters(self) -> dict[Partition, int]:
         assigned = self._assignment
@@ -679,6 +702,40 @@ def _batch_records(out: OutBatch) -> list[dict[str, Any]] | None:
     if out.keys is None:
         return [{"value": v} for v in values]
     return [{"value": v, "key": k} for v, k in zip(values, out.keys, strict=True)]
+
+
+def _paused_poll(
+    consumer: Consumer,
+    paused: list[TopicPartition],
+    assignment: set[Partition],
+    keep: Callable[[list[Any]], None],
+) -> list[TopicPartition]:
+    """In the consumer thread: pause whatever is assigned and not paused yet, then poll without waiting,
+    which counts as a poll for max.poll.interval.ms. Returns the partitions now paused."""
+    already = {(tp.topic, tp.partition) for tp in paused}
+    fresh = [TopicPartition(t, p) for t, p in assignment if (t, p) not in already]
+    if fresh:
+        try:
+            consumer.pause(fresh)
+        except KafkaException as exc:  # revoked meanwhile: the next tick pauses the new assignment
+            log.debug("pausing %s failed: %s", fresh, exc)
+        else:
+            paused = paused + fresh
+    messages = consumer.consume(1000, 0)
+    if messages:
+        keep(messages)
+    return paused
+
+
+def _resume(consumer: Consumer, paused: list[TopicPartition], assignment: set[Partition]) -> None:
+    """In the consumer thread: resume what a paused poll paused and is still assigned."""
+    still = [tp for tp in paused if (tp.topic, tp.partition) in assignment]
+    if not still:
+        return
+    try:
+        consumer.resume(still)
+    except KafkaException as exc:
+        log.debug("resuming %s failed: %s", still, exc)
 
 
 def _cached_highwaters(consumer: Consumer, partitions: set[Partition]) -> dict[Partition, int]:

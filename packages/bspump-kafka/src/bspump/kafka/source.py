@@ -116,6 +116,7 @@ class KafkaSource(bspump.Source):
         self._fetched: dict[Partition, int] = {}  # next offset to fetch, per partition (for the lag)
         self.records_fetched = 0
         self.commits = 0
+        self.revocations = 0
 
     @property
     def group_id(self) -> str:
@@ -155,15 +156,19 @@ class KafkaSource(bspump.Source):
         next_commit = loop.time() + interval
         batch_size = self.batch_size
         timeout = self.fetch_timeout
+        # While throttled: commit what the sink acknowledges and poll (paused) often enough to stay in the group.
+        idle_interval = min(interval, self.settings.max_poll_interval_ms / 3000)
         while True:
             while not pipeline.ready:
                 # Do not fetch under backpressure; keep committing what the sink acknowledges meanwhile.
                 try:
-                    async with asyncio.timeout(interval):  # not wait_for: it can swallow a cancellation
+                    async with asyncio.timeout(idle_interval):  # not wait_for: it can swallow a cancellation
                         await pipeline.wait_ready()
                 except TimeoutError:
-                    await self.commit()
-                    next_commit = loop.time() + interval
+                    await client.idle()
+                    if loop.time() >= next_commit:
+                        await self.commit()
+                        next_commit = loop.time() + interval
             fetched = await client.fetch(batch_size, timeout)
             if fetched.values:
                 await self._emit(fetched)
@@ -283,6 +288,7 @@ class KafkaSource(bspump.Source):
 
     async def _revoked(self, partitions: list[Partition]) -> dict[Partition, int]:
         """Wait (bounded) for in-flight events of revoked partitions; return their offsets to commit."""
+        self.revocations += 1
         drained = await self.tracker.wait_drained(partitions, self.revoke_timeout)
         if not drained:
             log.warning("%s: %d batches of revoked partitions still unacknowledged after revoke_timeout=%ss; "
