@@ -1,12 +1,12 @@
-"""The confluent-kafka backend (``client = confluent``): librdkafka, several times aiokafka's throughput.
+"""The confluent-kafka backend (``client = confluent``): librdkafka behind the same classes and options.
 
 confluent-kafka's calls block and report through callbacks, so the event loop never calls a blocking one:
 
-- each consumer runs ``consume`` and ``close`` in a thread of its own that reads ahead a couple of batches
-  (librdkafka calls rebalance callbacks from inside ``consume``; they hop to the event loop with
+- each consumer runs ``consume``, ``commit`` and ``close`` in a thread of its own that reads ahead a couple
+  of batches (librdkafka calls rebalance callbacks from inside ``consume``; they hop to the event loop with
   ``run_coroutine_threadsafe`` to wait for in-flight events, then commit synchronously in that thread);
-- each producer's ``produce`` only enqueues (it never blocks); the event loop serves delivery reports with
-  ``poll(0)`` every millisecond while deliveries are outstanding.
+- each producer's ``produce_batch`` / ``produce`` only enqueue (they never block); the event loop serves
+  delivery reports with ``poll(0)`` every millisecond while deliveries are outstanding.
 """
 
 from __future__ import annotations
@@ -83,11 +83,15 @@ def _kafka_error(error: BaseException) -> KafkaError | None:
 class ConfluentConsumer:
     """A consumer-group member whose blocking calls run in a thread of its own.
 
-    The thread keeps consuming ahead, at most ``PREFETCH`` batches, and hands them to the event loop, so
-    that librdkafka is drained while the pipeline processes the previous batch (a round trip to a worker
-    per batch left the loop idle for half of the time). librdkafka calls the rebalance callbacks from inside
-    ``consume()`` in that thread; they hop to the event loop to drop prefetched batches of the revoked
-    partitions and to wait for their in-flight events, then commit synchronously.
+    The thread keeps consuming ahead, at most ``PREFETCH`` message lists, which the event loop unpacks when
+    it takes them, so that librdkafka is drained while the pipeline processes the previous batch (a round
+    trip to a worker per batch left the loop idle for half of the time). The thread also runs the commits,
+    reads librdkafka's cached watermarks for the lag, and, while the loop takes nothing (backpressure),
+    polls with the assignment paused so that the member stays in its group. librdkafka calls the rebalance
+    callbacks from inside ``consume()`` in that thread; they hop to the event loop to drop read-ahead
+    messages of the revoked partitions and to wait for their in-flight events, then commit synchronously.
+    Consuming on the loop thread measured ~5 % faster, but there a revocation could not wait for the
+    in-flight events, and every rebalance would deliver them again.
     """
 
     PREFETCH = 2
