@@ -16,8 +16,10 @@ same run:
 
 The transform is the same everywhere: JSON decode, add a field, JSON encode (orjson). Messages are unkeyed
 (~100 bytes); input and output topics have 3 partitions. Producers use acks=all, linger 5 ms, 256 KiB batches.
-Every contestant runs ``--rounds`` (5) times, interleaved, and the best run of each counts; all run in this one
-process with the same GC thresholds (``--default-gc`` keeps CPython's, which slows every side by 10-25 %).
+Every contestant runs ``--rounds`` (5) times, interleaved, and the best run of each counts. Each run is a fresh
+Python process, as a deployment is (``--in-process`` runs them all in this one: bspump's runs then got slower
+from round to round while the baselines' did not), with the same GC thresholds (``--default-gc`` keeps
+CPython's, which slows every side by 10-25 %). Times and CPU are measured inside the run, after the imports.
 
     python benchmarks/kafka_throughput.py [--messages 500000] [--confluent-messages 500000] [--rounds 5]
     # about three minutes in all
@@ -37,6 +39,7 @@ import json
 import logging
 import os
 import resource
+import subprocess
 import sys
 import time
 import uuid
@@ -433,17 +436,30 @@ def run_confluent_baseline(bootstrap: str, source: str, target: str, group: str,
 # -- main ---------------------------------------------------------------------------------------------------
 
 
-def measure(label: str, count: int, run: Any) -> tuple[float, float]:
-    """Events per second, and CPU microseconds per event of this whole process (every thread, librdkafka's
+def measure(run: Any, count: int) -> tuple[float, float]:
+    """Seconds for one run, and CPU microseconds per event of this whole process (every thread, librdkafka's
     included; the broker's not): less noisy than wall-clock time on a machine shared with the broker."""
     before = resource.getrusage(resource.RUSAGE_SELF)
-    elapsed = run()
+    elapsed: float = run()
     after = resource.getrusage(resource.RUSAGE_SELF)
-    cpu = (after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime) / count * 1e6
-    eps = count / elapsed
-    print(f"{label:<28} {count:>8} events in {elapsed:6.2f} s = {eps:>10,.0f} events/s, "
-          f"{cpu:5.2f} us CPU per event", flush=True)
-    return eps, cpu
+    return elapsed, (after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime) / count * 1e6
+
+
+def run_isolated(label: str, args: argparse.Namespace, source: str, output: str, group: str,
+                 count: int) -> tuple[float, float]:
+    """One run of ``label`` in a fresh Python process (as a deployment runs): no heap or GC state left
+    by the other contestants' runs."""
+    command = [sys.executable, __file__, "--one", label, "--source", source, "--output", output,
+               "--group", group, "--count", str(count)]
+    if args.default_gc:
+        command.append("--default-gc")
+    if args.confluent_produce_per_record:
+        command.append("--confluent-produce-per-record")
+    done = subprocess.run(command, capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        raise RuntimeError(f"{label} failed:\n{done.stdout}{done.stderr}")
+    figures = json.loads(done.stdout.strip().splitlines()[-1])
+    return float(figures["elapsed"]), float(figures["cpu"])
 
 
 async def check_committed(bootstrap: str, group: str, topic: str, count: int, output: str) -> None:
@@ -461,6 +477,33 @@ async def check_committed(bootstrap: str, group: str, topic: str, count: int, ou
         raise RuntimeError(f"group {group} committed {total} offsets, expected at least {count}")
 
 
+def contestants(args: argparse.Namespace, bootstrap: str, source: str) -> dict[str, tuple[int, Any]]:
+    """Label -> (events, run(output, group) -> seconds)."""
+    n, m = args.messages, args.confluent_messages
+    found: dict[str, tuple[int, Any]] = {
+        "aiokafka baseline seq": (n, lambda out, group: asyncio.run(
+            run_aiokafka_baseline(bootstrap, source, out, group, n))),
+        "aiokafka baseline 2task": (n, lambda out, group: asyncio.run(
+            run_aiokafka_baseline_decoupled(bootstrap, source, out, group, n))),
+        "bspump (aiokafka)": (n, lambda out, group: asyncio.run(
+            run_bspump(bootstrap, "aiokafka", source, out, group, n))),
+    }
+    if not args.skip_confluent:
+        found["confluent baseline"] = (m, lambda out, group: run_confluent_baseline(
+            bootstrap, source, out, group, m, batch_api=not args.confluent_produce_per_record))
+        found["bspump (confluent)"] = (m, lambda out, group: asyncio.run(
+            run_bspump(bootstrap, "confluent", source, out, group, m)))
+    return found
+
+
+def run_one(args: argparse.Namespace, bootstrap: str) -> None:
+    """``--one LABEL``: a single run in this process; prints ``{"elapsed", "cpu"}``."""
+    args.messages = args.confluent_messages = args.count
+    _, run = contestants(args, bootstrap, args.source)[args.one]
+    elapsed, cpu = measure(functools.partial(run, args.output, args.group), args.count)
+    print(json.dumps({"elapsed": elapsed, "cpu": cpu}))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--messages", type=int, default=500000, help="events per aiokafka run")
@@ -472,33 +515,27 @@ def main() -> None:
                              "(measured a few per cent slower)")
     parser.add_argument("--default-gc", action="store_true",
                         help="keep CPython's default GC thresholds instead of the tuned ones (for both sides)")
+    parser.add_argument("--in-process", action="store_true",
+                        help="run every contestant in this one process instead of a fresh process per run")
+    for hidden in ("--one", "--source", "--output", "--group"):  # a single isolated run (internal)
+        parser.add_argument(hidden, help=argparse.SUPPRESS)
+    parser.add_argument("--count", type=int, help=argparse.SUPPRESS)
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
     if not args.default_gc:
-        # Both sides run in this one process with the same GC thresholds. The default (700 allocations per
-        # young collection) costs any consume/transform/produce loop 10-25 %; a deployment would tune it too.
+        # Every run uses the same GC thresholds. The default (700 allocations per young collection) costs any
+        # consume/transform/produce loop 10-25 %; a deployment would tune it too.
         gc.set_threshold(*GC_THRESHOLDS)
     bootstrap = os.environ.get("BSPUMP_TEST_KAFKA", "127.0.0.1:9092")
+    if args.one:
+        run_one(args, bootstrap)
+        return
     run_id = uuid.uuid4().hex[:8]
     source = f"bench-in-{run_id}"
     count = max(args.messages, 0 if args.skip_confluent else args.confluent_messages)
     n, m = args.messages, args.confluent_messages
-    contestants: list[tuple[str, int, Any]] = [
-        ("aiokafka baseline seq", n, lambda out, group: asyncio.run(
-            run_aiokafka_baseline(bootstrap, source, out, group, n))),
-        ("aiokafka baseline 2task", n, lambda out, group: asyncio.run(
-            run_aiokafka_baseline_decoupled(bootstrap, source, out, group, n))),
-        ("bspump (aiokafka)", n, lambda out, group: asyncio.run(
-            run_bspump(bootstrap, "aiokafka", source, out, group, n))),
-    ]
-    if not args.skip_confluent:
-        contestants += [
-            ("confluent baseline", m, lambda out, group: run_confluent_baseline(
-                bootstrap, source, out, group, m, batch_api=not args.confluent_produce_per_record)),
-            ("bspump (confluent)", m, lambda out, group: asyncio.run(
-                run_bspump(bootstrap, "confluent", source, out, group, m))),
-        ]
-    outputs = {label: f"bench-out-{run_id}-{i}" for i, (label, _, _) in enumerate(contestants)}
+    runs = contestants(args, bootstrap, source)
+    outputs = {label: f"bench-out-{run_id}-{i}" for i, label in enumerate(runs)}
     asyncio.run(create_topics(bootstrap, [source, *outputs.values()]))
     best: dict[str, float] = {}
     least_cpu: dict[str, float] = {}
@@ -508,9 +545,15 @@ def main() -> None:
         print(f"# filled {source} with {count} messages in {time.perf_counter() - t:.1f} s", flush=True)
         for round_no in range(args.rounds):
             # Interleaved, so that a slower phase of the machine does not favour one side.
-            for label, size, run in contestants:
+            for label, (size, run) in runs.items():
                 group = f"bench-{run_id}-{round_no}-{label.replace(' ', '-').replace('(', '').replace(')', '')}"
-                eps, cpu = measure(f"{label} #{round_no + 1}", size, functools.partial(run, outputs[label], group))
+                if args.in_process:
+                    elapsed, cpu = measure(functools.partial(run, outputs[label], group), size)
+                else:
+                    elapsed, cpu = run_isolated(label, args, source, outputs[label], group, size)
+                eps = size / elapsed
+                print(f"{label + f' #{round_no + 1}':<28} {size:>8} events in {elapsed:6.2f} s = {eps:>10,.0f} "
+                      f"events/s, {cpu:5.2f} us CPU per event", flush=True)
                 least_cpu[label] = min(least_cpu.get(label, float("inf")), cpu)
                 if label.startswith("bspump"):
                     asyncio.run(check_committed(bootstrap, group, source, size, outputs[label]))
@@ -527,7 +570,7 @@ def main() -> None:
             result["confluent_ratio"] = round(best["bspump (confluent)"] / best["confluent baseline"], 3)
         result["cpu_us_per_event"] = {label: round(cpu, 2) for label, cpu in least_cpu.items()}
         result.update(messages=n, confluent_messages=None if args.skip_confluent else m, rounds=args.rounds,
-                      gc_thresholds=list(gc.get_threshold()))
+                      gc_thresholds=list(gc.get_threshold()), isolated=not args.in_process)
     finally:
         asyncio.run(delete_topics(bootstrap, [source, *outputs.values()]))
     print(json.dumps(result))
