@@ -40,7 +40,7 @@ from .lookup import Lookup
 from .pipeline import ErrorPolicy, Pipeline, PipelineState
 from .processor import Generator, Processor
 from .service import PumpService
-from .sink import AsyncSink, ItemFailure, Sink
+from .sink import AsyncSink, ItemFailure, Sink, WriterSink
 from .source import ManualTrigger, PeriodicTrigger, Source, Trigger, TriggerSource
 from .version import __version__
 
@@ -94,6 +94,7 @@ __all__ = [
     "TriggerSource",
     "UnknownConnectionError",
     "UnknownIdError",
+    "WriterSink",
     "__version__",
     "hookimpl",
 ]

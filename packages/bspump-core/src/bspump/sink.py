@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import Coroutine, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -46,36 +46,6 @@ class Sink(Component):
         return self is getattr(self.pipeline, "dead_letter_sink", None)
 
 
-async def wait_idle(idle: asyncio.Event, writer: asyncio.Task[None] | None) -> None:
-    """Wait until ``idle`` is set, or raise what ``writer`` crashed with meanwhile (for sinks' ``flush``)."""
-    if writer is None:
-        return
-    waiter = asyncio.create_task(idle.wait())
-    done, _ = await asyncio.wait({waiter, writer}, return_when=asyncio.FIRST_COMPLETED)
-    if waiter not in done:
-        waiter.cancel()
-    if writer in done and not writer.cancelled():
-        error = writer.exception()
-        if error is not None:
-            raise error
-
-
-def start_writer(sink: Sink, writer: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
-    """Run a sink's writer loop as a task; if it crashes, the error is logged and the pipeline stops
-    (rather than events piling up unwritten until the next flush finds the error)."""
-    task = asyncio.create_task(writer, name=f"sink:{sink.qualified_id}")
-
-    def writer_done(task: asyncio.Task[None]) -> None:
-        if task.cancelled() or task.exception() is None:
-            return
-        error = task.exception()
-        log.error("%s: writer crashed; the pipeline stops", sink.qualified_id, exc_info=error)
-        sink.pipeline._fail(error)
-
-    task.add_done_callback(writer_done)
-    return task
-
-
 @dataclass(frozen=True, slots=True)
 class ItemFailure:
     """One event of a batch that a sink could not write.
@@ -91,7 +61,61 @@ class ItemFailure:
     transient: bool = False
 
 
-class AsyncSink(Sink):
+class WriterSink(Sink):
+    """A sink whose writes run in a task of their own, :meth:`_write_loop`, which ``put`` wakes.
+
+    It owns the task's life: started with the pipeline, waited for by :meth:`flush` until the loop sets
+    ``_idle`` (everything put so far written or handed to the error policy), cancelled by :meth:`close`.
+    If the loop crashes, the error is logged and the pipeline stops, rather than events piling up
+    unwritten until the next flush finds the error.
+    """
+
+    _bspump_base: ClassVar[bool] = True
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._wake = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._writer: asyncio.Task[None] | None = None
+
+    async def _write_loop(self) -> None:
+        raise NotImplementedError(f"{type(self).__name__} must implement async _write_loop()")
+
+    async def start(self) -> None:
+        if self._writer is None:
+            self._writer = asyncio.create_task(self._write_loop(), name=f"sink:{self.qualified_id}")
+            self._writer.add_done_callback(self._writer_done)
+
+    def _writer_done(self, task: asyncio.Task[None]) -> None:
+        if task.cancelled() or task.exception() is None:
+            return
+        error = task.exception()
+        log.error("%s: writer crashed; the pipeline stops", self.qualified_id, exc_info=error)
+        self.pipeline._fail(error)
+
+    async def flush(self) -> None:
+        """Wait until the writer is idle, or raise what it crashed with meanwhile."""
+        writer = self._writer
+        if writer is None:
+            return
+        waiter = asyncio.create_task(self._idle.wait())
+        done, _ = await asyncio.wait({waiter, writer}, return_when=asyncio.FIRST_COMPLETED)
+        if waiter not in done:
+            waiter.cancel()
+        if writer in done and not writer.cancelled():
+            error = writer.exception()
+            if error is not None:
+                raise error
+
+    async def close(self) -> None:
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
+
+
+class AsyncSink(WriterSink):
     """A sink that writes batches with ``await``, in order, from a writer task of its own.
 
     Subclasses implement :meth:`write`, which the writer calls for each batch once every connection the
@@ -108,10 +132,6 @@ class AsyncSink(Sink):
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._queue: deque[Batch] = deque()
-        self._wake = asyncio.Event()
-        self._idle = asyncio.Event()
-        self._idle.set()
-        self._writer: asyncio.Task[None] | None = None
         self.write_errors = 0
 
     async def write(self, batch: Batch) -> Sequence[ItemFailure] | None:
@@ -126,19 +146,6 @@ class AsyncSink(Sink):
         self._queue.append(batch)
         self._idle.clear()
         self._wake.set()
-
-    async def start(self) -> None:
-        if self._writer is None:
-            self._writer = start_writer(self, self._write_loop())
-
-    async def flush(self) -> None:
-        await wait_idle(self._idle, self._writer)
-
-    async def close(self) -> None:
-        writer, self._writer = self._writer, None
-        if writer is not None:
-            writer.cancel()
-            await asyncio.gather(writer, return_exceptions=True)
 
     async def _write_loop(self) -> None:
         queue = self._queue

@@ -11,7 +11,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import bspump
-from bspump.sink import start_writer, wait_idle
+from bspump.sink import WriterSink
 
 from .backend import OutBatch, ProducerClient
 from .codec import encode_as, encode_auto, encode_key
@@ -31,7 +31,7 @@ ERROR_KEYS = ("error", "error_type", "error_component", "error_pipeline")
 POSITION_KEYS = ("topic", "partition", "offset")
 
 
-class KafkaSink(bspump.Sink):
+class KafkaSink(WriterSink):
     """Produces every event to ``topic`` and acknowledges it once the broker confirmed the write.
 
     Topic: ``topic_field`` (a key of dict events) or ``topic_context_key`` (a context key a processor
@@ -113,11 +113,7 @@ class KafkaSink(bspump.Sink):
         self._fast = self.format == "auto" and not (self.topic_field or self.topic_context_key or self.key_field)
         self.producer: ProducerClient | None = None
         self._queue: deque[tuple[bspump.Batch, int]] = deque()
-        self._wake = asyncio.Event()
-        self._idle = asyncio.Event()
-        self._idle.set()
         self._outstanding = 0
-        self._writer: asyncio.Task[None] | None = None
         self._backoff = pipeline.retry_backoff()
         self.sent = 0
         self.resent = 0
@@ -138,20 +134,12 @@ class KafkaSink(bspump.Sink):
             self.pipeline.throttle(self._queue_throttle)
 
     async def start(self) -> None:
-        if self is self.pipeline.dead_letter_sink:
+        if self.is_dead_letter:
             self._fast = False  # dead letters carry their error into headers: the careful path does that
-        if self._writer is None:
-            self._writer = start_writer(self, self._write_loop())
-
-    async def flush(self) -> None:
-        """Wait until every event put so far is confirmed by the broker (or handed to the error policy)."""
-        await wait_idle(self._idle, self._writer)
+        await super().start()
 
     async def close(self) -> None:
-        writer, self._writer = self._writer, None
-        if writer is not None:
-            writer.cancel()
-            await asyncio.gather(writer, return_exceptions=True)
+        await super().close()  # the writer first: nothing is sent once the producer is closed
         producer, self.producer = self.producer, None
         if producer is not None:
             await producer.close()
