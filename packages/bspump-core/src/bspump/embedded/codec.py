@@ -6,15 +6,9 @@ from typing import Any
 
 import orjson
 
+from ..codec import json_default
+
 FORMATS = ("text", "json")
-
-
-def _default(value: Any) -> Any:
-    if isinstance(value, bytes | bytearray | memoryview):
-        return bytes(value).decode("utf-8", errors="replace")
-    if isinstance(value, set | frozenset):
-        return sorted(value, key=repr)
-    raise TypeError(f"cannot write {type(value).__name__} as JSON")
 
 
 def encode_line(event: Any, fmt: str, context: dict[str, Any] | None = None) -> bytes:
@@ -25,9 +19,9 @@ def encode_line(event: Any, fmt: str, context: dict[str, Any] | None = None) -> 
             "error_component": context.get("error_component"),
             "event": event if not isinstance(event, bytes) else event.decode("utf-8", errors="replace"),
         }
-        return orjson.dumps(event, default=_default, option=orjson.OPT_APPEND_NEWLINE)
+        return orjson.dumps(event, default=json_default, option=orjson.OPT_APPEND_NEWLINE)
     if fmt == "json":
-        return orjson.dumps(event, default=_default, option=orjson.OPT_APPEND_NEWLINE)
+        return orjson.dumps(event, default=json_default, option=orjson.OPT_APPEND_NEWLINE)
     if isinstance(event, bytes):
         return event + b"\n"
     return f"{event}\n".encode()

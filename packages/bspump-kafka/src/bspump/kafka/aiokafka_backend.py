@@ -26,6 +26,8 @@ from aiokafka import errors as kafka_errors
 from aiokafka.client import AIOKafkaClient
 from aiokafka.partitioner import murmur2
 
+from bspump.codec import json_default
+
 from .backend import (
     AssignHandler,
     Fetched,
@@ -34,7 +36,7 @@ from .backend import (
     RevokeHandler,
     SendDone,
 )
-from .codec import encode_auto, json_default
+from .codec import encode_auto
 from .options import (
     ClientOptions,
     ConsumerSettings,

@@ -6,14 +6,7 @@ from typing import Any
 
 import orjson
 
-
-def json_default(value: Any) -> Any:
-    """orjson fallback: bytes as UTF-8 text, sets as sorted lists; anything else is an error."""
-    if isinstance(value, bytes | bytearray | memoryview):
-        return bytes(value).decode("utf-8", errors="replace")
-    if isinstance(value, set | frozenset):
-        return sorted(value, key=repr)
-    raise TypeError(f"cannot write {type(value).__name__} as JSON")
+from bspump.codec import json_default
 
 
 def encode_auto(event: Any) -> bytes | None:

@@ -31,6 +31,8 @@ from confluent_kafka import (
 )
 from confluent_kafka.admin import AdminClient
 
+from bspump.codec import json_default
+
 from .backend import (
     AssignHandler,
     Fetched,
@@ -39,7 +41,7 @@ from .backend import (
     RevokeHandler,
     SendDone,
 )
-from .codec import encode_auto, json_default
+from .codec import encode_auto
 from .options import (
     ClientOptions,
     ConsumerSettings,
