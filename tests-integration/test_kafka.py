@@ -51,6 +51,15 @@ class HoldingSink(bspump.Sink):
             batch.delivery.ack(n)
 
 
+def kafka_app(bootstrap: str, client: str, **connection: Any) -> tuple[bspump.BSPumpApplication, bspump.PumpService]:
+    """An application with the connection ``KafkaConnection`` to the test broker through ``client``."""
+    app = bspump.BSPumpApplication(load_plugins=False, environ={})
+    svc = app.get_service("bspump.PumpService")
+    svc.add_connection(bspump.kafka.KafkaConnection(app, "KafkaConnection", config={
+        "bootstrap_servers": bootstrap, "client": client, **connection}))
+    return app, svc
+
+
 def build_app(
     bootstrap: str,
     client: str,
@@ -61,11 +70,7 @@ def build_app(
     processor: Callable[[bspump.BSPumpApplication, bspump.Pipeline], bspump.Processor] | None = None,
     pipeline_id: str = "KafkaRoundTrip",
 ) -> tuple[bspump.BSPumpApplication, bspump.Pipeline]:
-    app = bspump.BSPumpApplication(load_plugins=False, environ={})
-    svc = app.get_service("bspump.PumpService")
-    svc.add_connection(bspump.kafka.KafkaConnection(app, "KafkaConnection", config={
-        "bootstrap_servers": bootstrap, "client": client, "reconnect_initial": 0.2, "reconnect_max": 2.0,
-    }))
+    app, svc = kafka_app(bootstrap, client, reconnect_initial=0.2, reconnect_max=2.0)
     pipeline = bspump.Pipeline(app, pipeline_id, config=pipeline_config or {})
     source = bspump.kafka.KafkaSource(app, pipeline, connection="KafkaConnection",
                                       config={"format": "json", "commit_interval": 0.2, **source_config})
@@ -338,10 +343,7 @@ async def test_offsets_are_committed_only_up_to_the_first_unacknowledged_event(
     source_topic = await kafka_topic_factory(partitions=1)
     await produce(kafka_bootstrap, source_topic, json_values(0, 1000))
     group = f"{source_topic}-g"
-    app = bspump.BSPumpApplication(load_plugins=False, environ={})
-    svc = app.get_service("bspump.PumpService")
-    svc.add_connection(bspump.kafka.KafkaConnection(app, "KafkaConnection", config={
-        "bootstrap_servers": kafka_bootstrap, "client": client}))
+    app, svc = kafka_app(kafka_bootstrap, client)
     pipeline = bspump.Pipeline(app, "Gap", config={"drain_timeout": 1.0})
     sink = HoldingSink(app, pipeline, hold={250})
     pipeline.build(
@@ -362,10 +364,7 @@ async def test_source_reports_its_lag(kafka_bootstrap: str, kafka_topic_factory:
     source_topic = await kafka_topic_factory(partitions=2)
     total = 3000
     await produce(kafka_bootstrap, source_topic, json_values(0, total))
-    app = bspump.BSPumpApplication(load_plugins=False, environ={})
-    svc = app.get_service("bspump.PumpService")
-    svc.add_connection(bspump.kafka.KafkaConnection(app, "KafkaConnection", config={
-        "bootstrap_servers": kafka_bootstrap, "client": client}))
+    app, svc = kafka_app(kafka_bootstrap, client)
     pipeline = bspump.Pipeline(app, "Lag", config={"drain_timeout": 0.5, "max_in_flight": 400})
     sink = HoldingSink(app, pipeline, hold=set(range(total)))
     source = bspump.kafka.KafkaSource(app, pipeline, connection="KafkaConnection", config={
@@ -428,10 +427,7 @@ async def test_a_throttled_source_stays_in_its_group(
     total = 3000
     await produce(kafka_bootstrap, source_topic, json_values(0, total))
     group = f"{source_topic}-g"
-    app = bspump.BSPumpApplication(load_plugins=False, environ={})
-    svc = app.get_service("bspump.PumpService")
-    svc.add_connection(bspump.kafka.KafkaConnection(app, "KafkaConnection", config={
-        "bootstrap_servers": kafka_bootstrap, "client": client}))
+    app, svc = kafka_app(kafka_bootstrap, client)
     pipeline = bspump.Pipeline(app, "Throttled", config={"max_in_flight": 200})
     sink = GateSink(app, pipeline)
     source = bspump.kafka.KafkaSource(app, pipeline, connection="KafkaConnection", config={
