@@ -33,6 +33,7 @@ from .backend import (
     Fetched,
     OutBatch,
     Partition,
+    PartitionTurns,
     RevokeHandler,
     SendDone,
 )
@@ -220,7 +221,7 @@ class AiokafkaProducer:
     def __init__(self, options: ClientOptions, settings: ProducerSettings) -> None:
         self._kwargs = {**aiokafka_common(options), **aiokafka_producer(settings)}
         self._producer: AIOKafkaProducer | None = None
-        self._sticky: dict[str, int] = {}
+        self._turns = PartitionTurns()
 
     async def start(self) -> None:
         self._producer = AIOKafkaProducer(**self._kwargs)
@@ -229,10 +230,6 @@ class AiokafkaProducer:
         except BaseException:
             await self.close()
             raise
-
-    def _next_sticky(self, topic: str, count: int) -> int:
-        sticky = self._sticky[topic] = (self._sticky.get(topic, -1) + 1) % count
-        return sticky
 
     async def send(self, out: OutBatch, done: SendDone) -> None:
         state = _SendState(done)
@@ -254,7 +251,7 @@ class AiokafkaProducer:
         start = 0  # first record not yet handed to a sent batch
         try:
             partitions = sorted(await producer.partitions_for(topic))
-            partition = partitions[self._next_sticky(topic, len(partitions))]
+            partition = partitions[self._turns.next(topic, len(partitions))]
             builder = producer.create_batch()
             append = builder.append
             dumps = orjson.dumps
@@ -318,7 +315,7 @@ class AiokafkaProducer:
                 record_headers = _NO_HEADERS if headers is None else _as_list(headers[index])
                 if topic != last_topic:
                     partitions = sorted(await producer.partitions_for(topic))
-                    sticky = self._next_sticky(topic, len(partitions))
+                    sticky = self._turns.next(topic, len(partitions))
                     last_topic = topic
                 if key is None:
                     partition = partitions[sticky]

@@ -45,6 +45,19 @@ RevokeHandler = Callable[[list[Partition]], Coroutine[Any, Any, dict[Partition, 
 AssignHandler = Callable[[list[Partition]], None]
 
 
+class PartitionTurns:
+    """Round robin per topic: which of a topic's ``count`` partitions the next call's unkeyed records go to
+    (all of them to one, the next call to the next one), as both producers place unkeyed records."""
+
+    def __init__(self) -> None:
+        self._turn: dict[str, int] = {}
+
+    def next(self, topic: str, count: int) -> int:
+        """The index, in ``range(count)``, of the partition for this call."""
+        turn = self._turn[topic] = (self._turn.get(topic, -1) + 1) % count
+        return turn
+
+
 class Fetched(NamedTuple):
     """One fetched batch: raw values, one context per value, and the next offset per partition."""
 

@@ -38,6 +38,7 @@ from .backend import (
     Fetched,
     OutBatch,
     Partition,
+    PartitionTurns,
     RevokeHandler,
     SendDone,
 )
@@ -430,7 +431,7 @@ class _PartitionCounts:
     def __init__(self, max_age: float) -> None:
         self.max_age = max_age
         self._partitions: dict[str, tuple[list[int], float]] = {}
-        self._turn: dict[str, int] = {}
+        self._turns = PartitionTurns()
 
     def learn(self, metadata: Any, now: float) -> None:
         for name, topic in metadata.topics.items():
@@ -455,8 +456,7 @@ class _PartitionCounts:
         partitions = known[0]
         if not partitions:
             return _ANY_PARTITION
-        turn = self._turn[topic] = (self._turn.get(topic, -1) + 1) % len(partitions)
-        return partitions[turn]
+        return partitions[self._turns.next(topic, len(partitions))]
 
 
 class ConfluentProducer:
