@@ -185,28 +185,49 @@ async def run_bspump(bootstrap: str, client: str, source: str, target: str, grou
 # -- aiokafka baseline --------------------------------------------------------------------------------------
 
 
-async def run_aiokafka_baseline(bootstrap: str, source: str, target: str, group: str, count: int) -> float:
-    start = time.perf_counter()
+InFlight = deque[tuple[list[asyncio.Future[Any]], dict[TopicPartition, int]]]
+
+
+async def aiokafka_clients(bootstrap: str, source: str, group: str) -> tuple[AIOKafkaConsumer, AIOKafkaProducer]:
+    """The started consumer and producer of an aiokafka baseline."""
     consumer = AIOKafkaConsumer(source, bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
                                 auto_offset_reset="earliest")
     producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=LINGER_MS,
                                 max_batch_size=BATCH_BYTES)
     await consumer.start()
     await producer.start()
+    return consumer, producer
+
+
+def collect_completed(in_flight: InFlight, committable: dict[TopicPartition, int]) -> None:
+    """Move the offsets of the oldest fully delivered fetches to ``committable``, in fetch order."""
+    while in_flight and all(f.done() for f in in_flight[0][0]):
+        futures, offsets = in_flight.popleft()
+        for f in futures:
+            f.result()  # raise on a failed delivery: the offsets must not be committed
+        committable.update(offsets)
+
+
+async def commit_the_rest(consumer: AIOKafkaConsumer, in_flight: InFlight,
+                          committable: dict[TopicPartition, int]) -> None:
+    """At the end: wait for every delivery, then commit what is left."""
+    for futures, offsets in in_flight:
+        await asyncio.gather(*futures)
+        committable.update(offsets)
+    in_flight.clear()
+    if committable:
+        await consumer.commit(dict(committable))
+
+
+async def run_aiokafka_baseline(bootstrap: str, source: str, target: str, group: str, count: int) -> float:
+    start = time.perf_counter()
+    consumer, producer = await aiokafka_clients(bootstrap, source, group)
     loop = asyncio.get_running_loop()
-    in_flight: deque[tuple[list[asyncio.Future[Any]], dict[TopicPartition, int]]] = deque()
+    in_flight: InFlight = deque()
     committable: dict[TopicPartition, int] = {}
     next_commit = loop.time() + COMMIT_INTERVAL
     done = 0
     sticky = 0
-
-    def collect_completed() -> None:
-        while in_flight and all(f.done() for f in in_flight[0][0]):
-            futures, offsets = in_flight.popleft()
-            for f in futures:
-                f.result()  # raise on a failed delivery: the offsets must not be committed
-            committable.update(offsets)
-
     try:
         while done < count:
             data = await consumer.getmany(timeout_ms=500, max_records=FETCH_RECORDS)
@@ -228,17 +249,12 @@ async def run_aiokafka_baseline(bootstrap: str, source: str, target: str, group:
                 futures.append(await producer.send_batch(builder, target, partition=partition))
             if futures:
                 in_flight.append((futures, offsets))
-            collect_completed()
+            collect_completed(in_flight, committable)
             if loop.time() >= next_commit and committable:
                 await consumer.commit(dict(committable))
                 committable.clear()
                 next_commit = loop.time() + COMMIT_INTERVAL
-        for futures, offsets in in_flight:
-            await asyncio.gather(*futures)
-            committable.update(offsets)
-        in_flight.clear()
-        if committable:
-            await consumer.commit(dict(committable))
+        await commit_the_rest(consumer, in_flight, committable)
     finally:
         await producer.stop()
         await consumer.stop()
@@ -250,23 +266,11 @@ async def run_aiokafka_baseline_decoupled(bootstrap: str, source: str, target: s
     """Like :func:`run_aiokafka_baseline`, but fetching/transforming and sending run as two tasks joined by
     a bounded queue, so the next fetch does not wait while ``send_batch`` waits for the accumulator."""
     start = time.perf_counter()
-    consumer = AIOKafkaConsumer(source, bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False,
-                                auto_offset_reset="earliest")
-    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all", linger_ms=LINGER_MS,
-                                max_batch_size=BATCH_BYTES)
-    await consumer.start()
-    await producer.start()
+    consumer, producer = await aiokafka_clients(bootstrap, source, group)
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[tuple[list[tuple[int, Any]], dict[TopicPartition, int]] | None] = asyncio.Queue(8)
-    in_flight: deque[tuple[list[asyncio.Future[Any]], dict[TopicPartition, int]]] = deque()
+    in_flight: InFlight = deque()
     committable: dict[TopicPartition, int] = {}
-
-    def collect_completed() -> None:
-        while in_flight and all(f.done() for f in in_flight[0][0]):
-            futures, offsets = in_flight.popleft()
-            for f in futures:
-                f.result()
-            committable.update(offsets)
 
     async def fetch() -> None:
         done = 0
@@ -298,17 +302,12 @@ async def run_aiokafka_baseline_decoupled(bootstrap: str, source: str, target: s
             builders, offsets = item
             futures = [await producer.send_batch(b, target, partition=p) for p, b in builders]
             in_flight.append((futures, offsets))
-            collect_completed()
+            collect_completed(in_flight, committable)
             if loop.time() >= next_commit and committable:
                 await consumer.commit(dict(committable))
                 committable.clear()
                 next_commit = loop.time() + COMMIT_INTERVAL
-        for futures, offsets in in_flight:
-            await asyncio.gather(*futures)
-            committable.update(offsets)
-        in_flight.clear()
-        if committable:
-            await consumer.commit(dict(committable))
+        await commit_the_rest(consumer, in_flight, committable)
 
     try:
         await asyncio.gather(fetch(), send())
