@@ -640,7 +640,7 @@ async def test_confluent_producer_waits_for_room_when_librdkafkas_queue_is_full(
     """produce_batch (no headers) and produce per record (headers) both retry what a full queue refused."""
     from bspump.kafka.backend import OutBatch
     from bspump.kafka.codec import encode_auto
-    from bspump.kafka.confluent_backend import ConfluentProducer
+    from bspump.kafka.confluent_producer import ConfluentProducer
     from bspump.kafka.options import ClientOptions, ProducerSettings
 
     topic = await kafka_topic_factory(partitions=2)
@@ -667,7 +667,7 @@ async def test_confluent_producer_isolates_values_that_do_not_encode_and_learns_
     the producer started is looked up in the background, and its unkeyed records then go one partition a call."""
     from bspump.kafka.backend import OutBatch
     from bspump.kafka.codec import encode_auto
-    from bspump.kafka.confluent_backend import ConfluentProducer
+    from bspump.kafka.confluent_producer import ConfluentProducer
     from bspump.kafka.options import ClientOptions, ProducerSettings
 
     producer = ConfluentProducer(ClientOptions(bootstrap_servers=(kafka_bootstrap,)), ProducerSettings())
@@ -706,7 +706,8 @@ async def test_confluent_producer_recovers_when_a_topic_is_recreated_with_fewer_
 
     from bspump.kafka.backend import OutBatch
     from bspump.kafka.codec import encode_auto
-    from bspump.kafka.confluent_backend import BACKEND, ConfluentProducer
+    from bspump.kafka.confluent_backend import BACKEND
+    from bspump.kafka.confluent_producer import ConfluentProducer
     from bspump.kafka.options import ClientOptions, ProducerSettings
 
     topic = await kafka_topic_factory(partitions=3)

@@ -333,7 +333,7 @@ def _metadata(topics: dict[str, Any]) -> Any:
 
 
 def test_unkeyed_partition_rotates_over_partitions_with_a_leader() -> None:
-    from bspump.kafka.confluent_backend import _PartitionCounts
+    from bspump.kafka.confluent_producer import _PartitionCounts
 
     counts = _PartitionCounts(max_age=300.0)
     counts.learn(_metadata({"out": (None, {0: 1, 1: -1, 2: 1}), "gone": ("UNKNOWN_TOPIC", {})}), now=0.0)
