@@ -12,10 +12,10 @@ class Listener:
         self.acked = 0
         self.failures: list[BaseException] = []
 
-    def _on_ack(self, count: int) -> None:
+    def settled(self, count: int) -> None:
         self.acked += count
 
-    def _on_delivery_failed(self, delivery: Delivery, error: BaseException) -> None:
+    def delivery_failed(self, delivery: Delivery, error: BaseException) -> None:
         self.failures.append(error)
 
 
@@ -55,7 +55,7 @@ def test_failed_delivery_never_completes_and_reports_to_its_listener() -> None:
     done: list[Delivery] = []
     listener = Listener()
     d = Delivery(on_complete=done.append)
-    d._listener = listener
+    d.listener = listener
     d.add(3)
     d.seal()
     d.ack(1)

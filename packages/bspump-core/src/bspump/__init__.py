@@ -9,7 +9,9 @@ __path__ = extend_path(__path__, __name__)
 
 from ._missing import connector_attribute, install_missing_connector_hint
 from .application import BSPumpApplication
+from .async_sink import AsyncSink
 from .batch import Batch, Context
+from .checkpoint import CheckpointError, CheckpointStore, FileCheckpointStore
 from .component import Component
 from .config import ConfigError
 from .connection import Connection, ConnectionState
@@ -35,13 +37,17 @@ from .errors import (
     UnknownConnectionError,
     UnknownIdError,
 )
+from .failures import ErrorKind, ItemFailure
 from .hookspecs import hookimpl
 from .lookup import Lookup
-from .pipeline import ErrorPolicy, Pipeline, PipelineState
+from .pipeline import Pipeline, PipelineState
+from .policy import ErrorPolicy
+from .positioned_source import PositionedSource
 from .processor import Generator, Processor
 from .service import PumpService
-from .sink import AsyncSink, ItemFailure, Sink, WriterSink
+from .sink import Sink, WriterSink
 from .source import ManualTrigger, PeriodicTrigger, Source, Trigger, TriggerSource
+from .streaming_sink import StreamingSink
 from .version import __version__
 
 install_missing_connector_hint()
@@ -57,6 +63,8 @@ __all__ = [
     "BSPumpApplication",
     "BSPumpError",
     "Batch",
+    "CheckpointError",
+    "CheckpointStore",
     "Component",
     "ConfigError",
     "Connection",
@@ -64,7 +72,9 @@ __all__ = [
     "Context",
     "Delivery",
     "DuplicateIdError",
+    "ErrorKind",
     "ErrorPolicy",
+    "FileCheckpointStore",
     "FileLookup",
     "FileSink",
     "FileSource",
@@ -83,6 +93,7 @@ __all__ = [
     "PipelineStoppedError",
     "PluginError",
     "PositionTracker",
+    "PositionedSource",
     "ProcessingError",
     "Processor",
     "PumpService",
@@ -90,6 +101,7 @@ __all__ = [
     "Source",
     "StdinSource",
     "StdoutSink",
+    "StreamingSink",
     "Trigger",
     "TriggerSource",
     "UnknownConnectionError",

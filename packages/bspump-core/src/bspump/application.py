@@ -11,7 +11,8 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .config import PipelinesConfig, load_config
+from .checkpoint import CheckpointStore, FileCheckpointStore
+from .config import ComponentConfig, PipelinesConfig, load_config
 from .declare import declare_connections_and_lookups, declare_pipelines, unused_sections
 from .pipeline import Pipeline
 from .plugins import Plugins
@@ -24,6 +25,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("bspump.application")
 
 ENV_CONFIG = "BSPUMP_CONFIG"
+ENV_STATE_DIR = "BSPUMP_STATE_DIR"
+#: Where checkpoints go when neither ``[general] state_dir`` nor ``$BSPUMP_STATE_DIR`` says otherwise.
+DEFAULT_STATE_DIR = ".bspump-state"
 
 
 class BSPumpApplication:
@@ -35,6 +39,9 @@ class BSPumpApplication:
     gracefully: sources stop, in-flight events drain, sinks flush, positions commit, connections close.
     """
 
+    #: Keys of ``[general]``: ``state_dir`` is the folder of the default checkpoint store.
+    GeneralDefaults: dict[str, Any] = {"state_dir": ""}
+
     def __init__(
         self,
         config: str | os.PathLike[str] | PipelinesConfig | None = None,
@@ -44,6 +51,8 @@ class BSPumpApplication:
     ) -> None:
         self.environ: Mapping[str, str] = os.environ if environ is None else environ
         self.config = _load(config, self.environ)
+        self.general = ComponentConfig(self.GeneralDefaults, self.config.section("general"), label="general")
+        self._checkpoints: CheckpointStore | None = None
         self.plugins = Plugins(load_entry_points=load_plugins, environ=self.environ)
         self.pump_service = PumpService(self)
         self._services: dict[str, Any] = {PumpService.name: self.pump_service}
@@ -61,6 +70,25 @@ class BSPumpApplication:
             self.web = WebServer.from_config(self)
         declare_connections_and_lookups(self)
         self.plugins.extend_application(self)
+
+    @property
+    def checkpoints(self) -> CheckpointStore:
+        """Where sources keep positions their external system cannot keep (see :mod:`bspump.checkpoint`).
+
+        By default a :class:`~bspump.checkpoint.FileCheckpointStore` in ``state_dir`` of ``[general]`` (a
+        relative path is taken from the configuration file's folder), else ``$BSPUMP_STATE_DIR``, else
+        ``.bspump-state`` in the working directory. Assign another store before the application runs to
+        keep checkpoints elsewhere.
+        """
+        if self._checkpoints is None:
+            directory = (self.general.getpath("state_dir", "") or self.environ.get(ENV_STATE_DIR)
+                         or DEFAULT_STATE_DIR)
+            self._checkpoints = FileCheckpointStore(directory)
+        return self._checkpoints
+
+    @checkpoints.setter
+    def checkpoints(self, store: CheckpointStore) -> None:
+        self._checkpoints = store
 
     @property
     def registry(self) -> TypeRegistry:

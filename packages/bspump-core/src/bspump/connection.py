@@ -8,12 +8,14 @@ Call order (what the framework calls, and when):
 3. ``disconnect()`` before each reconnect attempt and once at shutdown, after the last pipeline using the
    connection drained. Release the client; it may be called for a half-opened client.
 
-Sources and sinks call :meth:`Connection.report_failure` when their I/O shows the link is gone; the
-base class then reconnects while the pipelines that use the connection pause.
+Sources and sinks ask :meth:`Connection.classify` what kind of failure an error of their client is
+(permanent, transient or link; see :mod:`bspump.failures`), and call :meth:`Connection.report_failure` when
+it says the link is gone; the base class then reconnects while the pipelines that use the connection pause.
 """
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import enum
 import logging
@@ -21,8 +23,9 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .backoff import Backoff
-from .component import build_config
+from .component import build_config, check_required, merged_required
 from .config import Seconds, redact_value
+from .failures import ErrorKind, classify_error
 
 if TYPE_CHECKING:
     from .application import BSPumpApplication
@@ -44,7 +47,7 @@ class ConnectionState(enum.Enum):
 StateListener = Callable[["Connection", ConnectionState], None]
 
 
-class Connection:
+class Connection(abc.ABC):
     """Base class of connections; subclasses implement ``async connect()`` and ``async disconnect()``.
 
     Configuration comes from ``[connection:ID]`` in pipelines.conf, overridden by ``config``. The base
@@ -54,6 +57,7 @@ class Connection:
     """
 
     _bspump_base: ClassVar[bool] = True
+    ConfigRequired: ClassVar[tuple[str, ...]] = ()
     ConfigDefaults: ClassVar[dict[str, Any]] = {
         "reconnect_initial": Seconds(0.5),
         "reconnect_max": Seconds(30.0),
@@ -72,6 +76,7 @@ class Connection:
         self.app = app
         self.id = connection_id or type(self).__name__
         self.Config = build_config(type(self), app, f"connection:{self.id}", config)
+        check_required(self.Config, merged_required(type(self)))
         self.state = ConnectionState.CREATED
         self.last_error: BaseException | None = None
         self.connect_count = 0
@@ -82,12 +87,24 @@ class Connection:
         self._task: asyncio.Task[None] | None = None
 
     # -- subclass API -------------------------------------------------------------------------------
+    @abc.abstractmethod
     async def connect(self) -> None:
         """Establish the link to the external system; raise if it cannot be established."""
-        raise NotImplementedError(f"{type(self).__name__} must implement async connect()")
 
     async def disconnect(self) -> None:
         """Release the link; called before reconnecting and at shutdown."""
+
+    def classify(self, error: BaseException) -> ErrorKind:
+        """What kind of failure ``error``, raised by this connection's client, is.
+
+        Called by the sources and sinks that use the connection whenever a call of their client fails (a
+        write, a commit, starting a consumer). ``LINK``: the link is gone (they report it; the connection
+        reconnects and their pipelines pause); ``TRANSIENT``: the same call may succeed later (retried with
+        backoff); ``PERMANENT``: the event or request is at fault (the error policy applies). Override it to
+        map the client library's exceptions; the default understands the standard library's
+        (:func:`bspump.failures.classify_error`).
+        """
+        return classify_error(error)
 
     # -- observation ----------------------------------------------------------------------------------
     @property

@@ -20,21 +20,24 @@ P = TypeVar("P", bound=Hashable)
 class AckListener(Protocol):
     """What a delivery reports to: the pipeline that counts in-flight events."""
 
-    def _on_ack(self, count: int) -> None: ...
+    def settled(self, count: int) -> None:
+        """``count`` events of a delivery were acknowledged or given up: they are no longer in flight."""
 
-    def _on_delivery_failed(self, delivery: Delivery, error: BaseException) -> None: ...
+    def delivery_failed(self, delivery: Delivery, error: BaseException) -> None:
+        """Events of ``delivery`` could be neither written nor dead-lettered (the ``stop`` policy)."""
 
 
 class Delivery:
     """Acknowledgement token of one source batch.
 
-    Call order: the pipeline calls :meth:`add` for events that reach a sink and :meth:`seal` once the
-    batch left the processors; sinks call :meth:`ack` as writes are confirmed, or :meth:`fail` when an
-    event can neither be written nor dead-lettered. ``on_complete`` runs once, after the last ack of a
-    sealed delivery; it never runs for a failed one, so its positions are never committed.
+    Call order: the pipeline sets :attr:`listener` and calls :meth:`add` for events that reach a sink and
+    :meth:`seal` once the batch left the processors; sinks acknowledge as writes are confirmed (through
+    ``Batch.ack``), and the pipeline calls :meth:`fail` when an event can neither be written nor
+    dead-lettered. ``on_complete`` runs once, after the last ack of a sealed delivery; it never runs for a
+    failed one, so its positions are never committed.
     """
 
-    __slots__ = ("_listener", "_on_complete", "completed", "failed", "pending", "positions", "sealed")
+    __slots__ = ("_on_complete", "completed", "failed", "listener", "pending", "positions", "sealed")
 
     def __init__(
         self,
@@ -46,7 +49,7 @@ class Delivery:
         self.sealed = False
         self.failed: BaseException | None = None
         self.completed = False
-        self._listener: AckListener | None = None
+        self.listener: AckListener | None = None
         self._on_complete = on_complete
 
     def add(self, count: int) -> None:
@@ -62,9 +65,9 @@ class Delivery:
     def ack(self, count: int = 1) -> None:
         """Acknowledge ``count`` events as durably written (or deliberately dropped)."""
         self.pending -= count
-        listener = self._listener
+        listener = self.listener
         if listener is not None:
-            listener._on_ack(count)
+            listener.settled(count)
         if self.pending <= 0 and self.sealed:
             self._complete()
 
@@ -73,10 +76,10 @@ class Delivery:
         if self.failed is None:
             self.failed = error
         self.pending -= count
-        listener = self._listener
+        listener = self.listener
         if listener is not None:
-            listener._on_ack(count)
-            listener._on_delivery_failed(self, error)
+            listener.settled(count)
+            listener.delivery_failed(self, error)
 
     def _complete(self) -> None:
         if self.completed or self.failed is not None:

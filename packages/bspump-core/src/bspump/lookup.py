@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import logging
 import time
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from .component import build_config
+from .component import build_config, check_required, merged_required
 from .config import Seconds
 
 if TYPE_CHECKING:
@@ -28,6 +29,7 @@ class Lookup(Mapping[Any, Any]):
 
     _bspump_base: ClassVar[bool] = True
     ConfigDefaults: ClassVar[dict[str, Any]] = {"refresh": Seconds(0)}
+    ConfigRequired: ClassVar[tuple[str, ...]] = ()
 
     def __init__(
         self,
@@ -38,13 +40,14 @@ class Lookup(Mapping[Any, Any]):
         self.app = app
         self.id = lookup_id or type(self).__name__
         self.Config = build_config(type(self), app, f"lookup:{self.id}", config)
+        check_required(self.Config, merged_required(type(self)))
         self.data: Mapping[Any, Any] = {}
         self.loaded_at: float | None = None
         self._refresher: asyncio.Task[None] | None = None
 
+    @abc.abstractmethod
     async def load(self) -> Mapping[Any, Any]:
-        """Fetch the data; return it as a mapping."""
-        raise NotImplementedError(f"{type(self).__name__} must implement async load()")
+        """Fetch the data and return it as a mapping; called at start and at every refresh."""
 
     async def start(self) -> None:
         """Load the first time and start refreshing if ``refresh`` is set."""

@@ -15,8 +15,9 @@ from .component import Component, build_config
 from .config import Seconds
 from .connection import Connection, ConnectionState
 from .delivery import Delivery
-from .errors import PipelineBuildError, PipelineStoppedError, ProcessingError
+from .errors import PipelineBuildError, PipelineStoppedError
 from .metrics import Counters
+from .policy import ErrorPolicy, PolicyEnforcer, StopRequested
 from .processor import Generator, Processor
 from .sink import Sink
 from .source import Source
@@ -25,22 +26,6 @@ if TYPE_CHECKING:
     from .application import BSPumpApplication
 
 log = logging.getLogger("bspump.pipeline")
-
-#: Skipped events logged at WARNING per pipeline before the rest go to DEBUG (a bad file must not flood logs).
-SKIP_LOG_LIMIT = 10
-
-#: Context keys that locate an event in its source; quoted in error messages instead of the event itself.
-POSITION_KEYS = ("source", "topic", "partition", "offset", "key", "path", "line", "index")
-
-
-class ErrorPolicy(enum.Enum):
-    """What a pipeline does with an event that a processor or sink failed on."""
-
-    STOP = "stop"
-    SKIP = "skip"
-    RETRY = "retry"
-    DEAD_LETTER = "dead-letter"
-
 
 class PipelineState(enum.Enum):
     """Where a pipeline is in its life."""
@@ -86,12 +71,6 @@ class _Retry:
         self.event = event
         self.error = error
         self.attempts = 0
-
-
-class _StopRequested(Exception):
-    def __init__(self, error: ProcessingError) -> None:
-        super().__init__(str(error))
-        self.error = error
 
 
 class Pipeline:
@@ -152,7 +131,7 @@ class Pipeline:
         self._source_tasks: list[asyncio.Task[None]] = []
         self._stop_task: asyncio.Task[None] | None = None
         self._connections: list[Connection] = []
-        self._skipped_logged = 0
+        self.policies = PolicyEnforcer(self)
         self.started_at: float | None = None
         self.stopped_at: float | None = None
 
@@ -278,7 +257,9 @@ class Pipeline:
                 raise PipelineStoppedError(f"pipeline {self.id!r} is {self.state.value}")
         if delivery is None:
             delivery = Delivery()
-        delivery._listener = self
+        delivery.listener = self
+        sink = self.sink
+        assert sink is not None, "emit() on a pipeline that was never built"
         counters = self.counters
         counters.events_in += len(events)
         counters.sample(time.monotonic())
@@ -289,7 +270,7 @@ class Pipeline:
                 out = self._run_shared(shared, events, delivery, retries)
                 if retries:
                     out.extend(event for _, event in await self._retry(retries, delivery))
-                batch = Batch(out, delivery, shared)
+                batch = Batch(out, delivery, shared, None, sink.counters)
             else:
                 if len(contexts) != len(events):
                     raise ValueError(f"emit() got {len(events)} events but {len(contexts)} contexts")
@@ -298,20 +279,17 @@ class Pipeline:
                     for recovered_context, recovered_event in await self._retry(retries, delivery):
                         contexts.append(recovered_context)
                         out.append(recovered_event)
-                batch = Batch(out, delivery, context, contexts)
-        except _StopRequested as stop:
-            self._fail(stop.error)
+                batch = Batch(out, delivery, context, contexts, sink.counters)
+        except StopRequested as stop:
+            self.fail(stop.error)
             raise PipelineStoppedError(str(stop.error)) from stop.error.cause
         n = len(batch.events)
-        counters.events_out += n
         if n:
             delivery.add(n)
             self.in_flight += n
             if self.in_flight >= self.max_in_flight:
                 self.throttle("in flight")
             self._drained.clear()
-            sink = self.sink
-            assert sink is not None
             sink.counters.events_in += n
             sink.put(batch)
         delivery.seal()
@@ -426,7 +404,7 @@ class Pipeline:
             return
         stage.counters.errors += 1
         self.counters.errors += 1
-        self._apply_policy(self.error_policy, stage.component, context, event, error, delivery)
+        self.policies.apply(self.error_policy, stage.component, context, event, error, delivery)
 
     async def _retry(self, pending: list[_Retry], delivery: Delivery) -> list[tuple[Context, Any]]:
         """Retry failed events with backoff (``retry_attempts`` each), then run them through the rest
@@ -449,7 +427,7 @@ class Pipeline:
                         continue
                     stage.counters.errors += 1
                     self.counters.errors += 1
-                    self._apply_policy(self.retry_fallback, stage.component, item.context, item.event, exc, delivery)
+                    self.policies.apply(self.retry_fallback, stage.component, item.context, item.event, exc, delivery)
                     continue
                 log.debug("%s: succeeded on retry %d after %s", stage.component.qualified_id, item.attempts,
                           item.error)
@@ -462,46 +440,6 @@ class Pipeline:
                 recovered.extend(zip(contexts, produced, strict=True))
             pending = again
         return recovered
-
-    def _apply_policy(
-        self,
-        policy: ErrorPolicy,
-        component: Component,
-        context: Context,
-        event: Any,
-        error: BaseException,
-        delivery: Delivery,
-    ) -> None:
-        """Skip, dead-letter or stop for one failed event; ``delivery`` does not yet count the event."""
-        problem = ProcessingError(self.id, component.id, error, describe_position(context))
-        if policy is ErrorPolicy.SKIP:
-            self.counters.dropped += 1
-            self._skipped_logged += 1
-            if self._skipped_logged <= SKIP_LOG_LIMIT:
-                more = " (further skips are logged at DEBUG level; the errors counter has them all)" \
-                    if self._skipped_logged == SKIP_LOG_LIMIT else ""
-                log.warning("%s; event skipped (error_policy = skip)%s", problem, more)
-            else:
-                log.debug("%s; event skipped (error_policy = skip)", problem)
-            return
-        if policy is ErrorPolicy.DEAD_LETTER and self.dead_letter_sink is not None:
-            if component is self.dead_letter_sink:
-                raise _StopRequested(problem)
-            log.info("%s; event sent to dead-letter sink %r", problem, self.dead_letter_sink.id)
-            letter_context = {
-                **context,
-                "error": f"{type(error).__name__}: {error}",
-                "error_type": type(error).__name__,
-                "error_component": component.qualified_id,
-                "error_pipeline": self.id,
-            }
-            delivery.add(1)
-            self.in_flight += 1
-            self._drained.clear()
-            self.dead_letter_sink.counters.events_in += 1
-            self.dead_letter_sink.put(Batch([event], delivery, contexts=[letter_context]))
-            return
-        raise _StopRequested(problem)
 
     def reject(
         self,
@@ -523,11 +461,11 @@ class Pipeline:
         own = delivery is None
         if delivery is None:
             delivery = Delivery()
-        delivery._listener = self
+        delivery.listener = self
         try:
-            self._apply_policy(policy, component, context, event, error, delivery)
-        except _StopRequested as stop:
-            self._fail(stop.error)
+            self.policies.apply(policy, component, context, event, error, delivery)
+        except StopRequested as stop:
+            self.fail(stop.error)
             raise PipelineStoppedError(str(stop.error)) from error
         if own:
             delivery.seal()
@@ -541,14 +479,20 @@ class Pipeline:
             policy = self.retry_fallback
         delivery = batch.delivery
         try:
-            self._apply_policy(policy, sink, batch.context_of(index), batch.events[index], error, delivery)
-        except _StopRequested as stop:
+            self.policies.apply(policy, sink, batch.context_of(index), batch.events[index], error, delivery)
+        except StopRequested as stop:
             delivery.fail(stop.error)
             return
         delivery.ack(1)  # written elsewhere (dead letter, counted separately) or deliberately dropped
 
     # -- acknowledgements ----------------------------------------------------------------------------------
-    def _on_ack(self, count: int) -> None:
+    def count_in_flight(self, count: int) -> None:
+        """``count`` more events were handed to a sink outside :meth:`emit` (dead letters)."""
+        self.in_flight += count
+        self._drained.clear()
+
+    def settled(self, count: int) -> None:
+        """Called by deliveries: ``count`` events were acknowledged or given up, so no longer in flight."""
         in_flight = self.in_flight = self.in_flight - count
         # Resume at half the bound so that sources and sink do not flap around the limit.
         if in_flight <= self.max_in_flight // 2 and "in flight" in self._throttles:
@@ -556,9 +500,10 @@ class Pipeline:
         if in_flight <= 0:
             self._drained.set()
 
-    def _on_delivery_failed(self, delivery: Delivery, error: BaseException) -> None:
+    def delivery_failed(self, delivery: Delivery, error: BaseException) -> None:
+        """Called by a delivery whose events could not be written nor dead-lettered: the pipeline stops."""
         if self.state is PipelineState.RUNNING:
-            self._fail(error)
+            self.fail(error)
 
     # -- lifecycle ----------------------------------------------------------------------------------------
     async def start(self) -> None:
@@ -599,13 +544,14 @@ class Pipeline:
         error = task.exception()
         if error is not None and not isinstance(error, PipelineStoppedError):
             log.error("pipeline %r: source task %s crashed", self.id, task.get_name(), exc_info=error)
-            self._fail(error)
+            self.fail(error)
             return
         if self.state is PipelineState.RUNNING and all(t.done() for t in self._source_tasks):
             log.info("pipeline %r: every source is exhausted; draining", self.id)
             self._schedule_stop()
 
-    def _fail(self, error: BaseException) -> None:
+    def fail(self, error: BaseException) -> None:
+        """Stop the pipeline (and the application, exit code 1) because of ``error``; the first one is kept."""
         if self.error is None:
             self.error = error
             log.error("pipeline %r stops: %s", self.id, error)
@@ -685,6 +631,7 @@ class Pipeline:
     def metrics(self) -> dict[str, Any]:
         """Counters of the pipeline and each component, plus events in flight and the rate."""
         snapshot: dict[str, Any] = self.counters.snapshot()
+        snapshot["out"] = self.sink.counters.events_out if self.sink is not None else 0  # acknowledged only
         snapshot["dropped"] = self.counters.dropped + sum(s.counters.dropped for s in self._stages)
         snapshot["in_flight"] = self.in_flight
         snapshot["state"] = self.state.value
@@ -701,12 +648,6 @@ class Pipeline:
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.id!r} {self.state.value}>"
-
-
-def describe_position(context: Mapping[str, Any]) -> str:
-    """Where an event came from, from its context (never the event's content, which may hold secrets)."""
-    parts = [f"{k}={context[k]!r}" for k in POSITION_KEYS if k in context and k != "key"]
-    return ", ".join(parts)
 
 
 def _name(component: Any) -> str:

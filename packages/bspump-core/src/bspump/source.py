@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import asyncio
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -27,9 +28,10 @@ class Source(Component):
 
     _bspump_base: ClassVar[bool] = True
 
+    @abc.abstractmethod
     async def main(self) -> None:
-        """Read from the outside world and :meth:`emit` batches until exhausted or cancelled."""
-        raise NotImplementedError(f"{type(self).__name__} must implement async main()")
+        """Read from the outside world and :meth:`emit` batches until exhausted or cancelled; runs in a task
+        of its own, started when the pipeline starts and cancelled at its current ``await`` on stop."""
 
     async def emit(
         self,
@@ -38,7 +40,8 @@ class Source(Component):
         contexts: list[Context] | None = None,
         delivery: Delivery | None = None,
     ) -> None:
-        """Hand a batch to the pipeline; returns once it left the processors (sinks ack later)."""
+        """Hand a batch to the pipeline; returns once it left the processors (sinks ack later). Waits while
+        the pipeline is throttled; raises PipelineStoppedError once it is stopping."""
         self.counters.events_out += len(events)
         await self.pipeline.emit(events, context, contexts, delivery)
 
@@ -49,12 +52,12 @@ class Source(Component):
         """Release what the source holds; called last."""
 
 
-class Trigger:
+class Trigger(abc.ABC):
     """Decides when a :class:`TriggerSource` runs a cycle."""
 
+    @abc.abstractmethod
     async def wait(self) -> None:
-        """Return when the next cycle should start."""
-        raise NotImplementedError
+        """Return when the next cycle should start; awaited by the source before each cycle."""
 
 
 class PeriodicTrigger(Trigger):
@@ -122,6 +125,7 @@ class TriggerSource(Source):
             await self.cycle()
             self.cycle_count += 1
 
+    @abc.abstractmethod
     async def cycle(self) -> None:
-        """Read once and :meth:`emit` what was found."""
-        raise NotImplementedError(f"{type(self).__name__} must implement async cycle()")
+        """Read once and :meth:`emit` what was found; called each time the trigger fires, once the pipeline
+        is ready."""

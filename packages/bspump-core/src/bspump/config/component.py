@@ -205,6 +205,10 @@ class ComponentConfig(Mapping[str, Any]):
             )
         return ConfigError(message, section=self._label, key=key)
 
+    def missing(self, key: str) -> ConfigError:
+        """A ConfigError saying that ``key`` must be set, located at the section (file:line) if there is one."""
+        return self._missing(key.lower())
+
     def _missing(self, key: str) -> ConfigError:
         s = self._section
         if s is not None:

@@ -8,8 +8,9 @@ import os
 from collections.abc import Sequence
 from typing import IO, Any, ClassVar
 
+from ..async_sink import AsyncSink
 from ..batch import Batch
-from ..sink import AsyncSink, ItemFailure
+from ..failures import ItemFailure
 from ..source import Source
 from .codec import FORMATS, decode_line, encode_line
 

@@ -47,7 +47,7 @@ class MemorySink(Sink):
             self.contexts.extend([batch.context] * len(batch.events))
         else:
             self.contexts.extend(batch.contexts)
-        batch.delivery.ack(len(batch.events))
+        batch.ack(len(batch.events))
 
 
 class NullSink(Sink):
@@ -60,4 +60,4 @@ class NullSink(Sink):
     def put(self, batch: Batch) -> None:
         n = len(batch.events)
         self.count += n
-        batch.delivery.ack(n)
+        batch.ack(n)

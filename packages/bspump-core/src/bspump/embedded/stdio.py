@@ -61,4 +61,4 @@ class StdoutSink(Sink):
         out = sys.stdout.buffer
         out.write(b"".join(encode_line(event, fmt, context) for context, event in batch))
         out.flush()
-        batch.delivery.ack(len(batch.events))
+        batch.ack(len(batch.events))

@@ -26,6 +26,7 @@ from aiokafka import errors as kafka_errors
 from aiokafka.client import AIOKafkaClient
 from aiokafka.partitioner import murmur2
 
+from bspump import ErrorKind
 from bspump.codec import json_default
 
 from .backend import (
@@ -400,13 +401,14 @@ class AiokafkaBackend:
         finally:
             await client.close()
 
-    def is_transient(self, error: BaseException) -> bool:
-        if isinstance(error, kafka_errors.KafkaError):
-            return bool(getattr(error, "retriable", False)) or isinstance(error, _LINK_ERRORS)
-        return isinstance(error, OSError | TimeoutError)
-
-    def is_link_error(self, error: BaseException) -> bool:
-        return isinstance(error, _LINK_ERRORS | OSError)
+    def classify(self, error: BaseException) -> ErrorKind:
+        """Link for connection, node and time-out errors (and any ``OSError``), transient for the other
+        errors aiokafka marks retriable (no leader, rebalance in progress...), permanent otherwise."""
+        if isinstance(error, _LINK_ERRORS | OSError):
+            return ErrorKind.LINK
+        if isinstance(error, kafka_errors.KafkaError) and getattr(error, "retriable", False):
+            return ErrorKind.TRANSIENT
+        return ErrorKind.PERMANENT
 
 
 BACKEND = AiokafkaBackend()

@@ -10,6 +10,8 @@ import importlib
 from collections.abc import Callable, Coroutine, Mapping, Sequence
 from typing import Any, NamedTuple, Protocol
 
+from bspump import ErrorKind
+
 from .options import ClientOptions, ConsumerSettings, ProducerSettings
 
 Partition = tuple[str, int]
@@ -117,9 +119,9 @@ class Backend(Protocol):
 
     async def probe(self, options: ClientOptions, timeout: float) -> None: ...
 
-    def is_transient(self, error: BaseException) -> bool: ...
-
-    def is_link_error(self, error: BaseException) -> bool: ...
+    def classify(self, error: BaseException) -> ErrorKind:
+        """What kind of failure an exception of this client library is (see ``bspump.failures``)."""
+        ...
 
 
 _MODULES = {"aiokafka": "bspump.kafka.aiokafka_backend", "confluent": "bspump.kafka.confluent_backend"}

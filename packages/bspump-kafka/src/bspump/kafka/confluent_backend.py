@@ -14,6 +14,8 @@ import logging
 
 from confluent_kafka.admin import AdminClient
 
+from bspump import ErrorKind
+
 from .backend import AssignHandler, RevokeHandler
 from .confluent_consumer import ConfluentConsumer
 from .confluent_errors import _LINK_CODES, _TRANSIENT_CODES, _kafka_error
@@ -46,17 +48,18 @@ class ConfluentBackend:
         admin = AdminClient(confluent_common(options), logger=librdkafka_log)
         await asyncio.to_thread(admin.list_topics, None, timeout)
 
-    def is_transient(self, error: BaseException) -> bool:
+    def classify(self, error: BaseException) -> ErrorKind:
+        """Link for librdkafka's transport, resolution and time-out codes (and any ``OSError``), transient for
+        retriable codes (no leader, queue full, rebalance, unknown partition...), permanent otherwise."""
         kafka_error = _kafka_error(error)
         if kafka_error is None:
-            return isinstance(error, OSError | TimeoutError)
-        return bool(kafka_error.retriable()) or kafka_error.code() in _TRANSIENT_CODES
-
-    def is_link_error(self, error: BaseException) -> bool:
-        kafka_error = _kafka_error(error)
-        if kafka_error is None:
-            return isinstance(error, OSError)
-        return kafka_error.code() in _LINK_CODES
+            return ErrorKind.LINK if isinstance(error, OSError) else ErrorKind.PERMANENT
+        code = kafka_error.code()
+        if code in _LINK_CODES:
+            return ErrorKind.LINK
+        if kafka_error.retriable() or code in _TRANSIENT_CODES:
+            return ErrorKind.TRANSIENT
+        return ErrorKind.PERMANENT
 
 
 BACKEND = ConfluentBackend()

@@ -133,19 +133,11 @@ class KafkaConnection(bspump.Connection):
     async def disconnect(self) -> None:
         """Nothing to release: sources and sinks own their clients and close them themselves."""
 
-    def is_link_error(self, error: BaseException) -> bool:
-        """Whether ``error`` (from a client of this connection) says the cluster is unreachable."""
-        return self.backend.is_link_error(error)
+    def classify(self, error: BaseException) -> bspump.ErrorKind:
+        """Errors of either client library: link when the cluster is unreachable, transient when the broker
+        asks to try again (no leader, rebalance in progress, queue full), permanent otherwise."""
+        return self.backend.classify(error)
 
     def __repr__(self) -> str:
         return (f"<KafkaConnection {self.id!r} {self.state.value} client={self.client} "
                 f"servers={','.join(self.options.bootstrap_servers)} {self.options.security_protocol}>")
-
-
-def kafka_connection_of(component: bspump.Component) -> KafkaConnection:
-    """The KafkaConnection a source or sink named (``KafkaConnection`` when it named none)."""
-    if component.connection is None:
-        component.connection = component.use_connection("KafkaConnection")
-    if not isinstance(component.connection, KafkaConnection):
-        raise component.Config.error("connection", f"{component.connection!r} is not a KafkaConnection")
-    return component.connection

@@ -2,20 +2,19 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import operator
-from collections import deque
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import bspump
-from bspump.sink import WriterSink
+from bspump.context import DEAD_LETTER_KEYS, ERROR, OFFSET, PARTITION, TOPIC
+from bspump.streaming_sink import Confirm
 
 from .backend import OutBatch, ProducerClient
 from .codec import encode_as, encode_auto, encode_key
-from .connection import KafkaConnection, kafka_connection_of
+from .connection import KafkaConnection
 from .options import ACKS, COMPRESSION_TYPES, ProducerSettings
 
 if TYPE_CHECKING:
@@ -25,13 +24,11 @@ log = logging.getLogger("bspump.kafka")
 
 FORMATS = ("auto", "bytes", "text", "json")
 
-#: Context keys the pipeline sets on dead-lettered events; the sink turns them into message headers.
-ERROR_KEYS = ("error", "error_type", "error_component", "error_pipeline")
 #: Where a dead-lettered event was read, when its source says so; sent as ``source_<key>`` headers.
-POSITION_KEYS = ("topic", "partition", "offset")
+SOURCE_POSITION_KEYS = (TOPIC, PARTITION, OFFSET)
 
 
-class KafkaSink(WriterSink):
+class KafkaSink(bspump.StreamingSink):
     """Produces every event to ``topic`` and acknowledges it once the broker confirmed the write.
 
     Topic: ``topic_field`` (a key of dict events) or ``topic_context_key`` (a context key a processor
@@ -47,13 +44,15 @@ class KafkaSink(WriterSink):
     pipeline pauses (2 by default; a deeper queue measured slower, as batches go cold in the CPU caches).
 
     Failures: while the cluster is unreachable (or a partition has no leader) unacknowledged events are
-    sent again with backoff for as long as it takes, and the pipeline pauses through the connection.
-    Events the broker refuses for good (too large, not authorised, cannot be encoded) follow the
-    pipeline's error policy. As the dead-letter sink, the error (``error``, ``error_type``,
-    ``error_component``, ``error_pipeline``) and the original ``source_topic``, ``source_partition`` and
-    ``source_offset`` travel as message headers. At stop, everything accepted is flushed and confirmed.
+    sent again with backoff for as long as it takes (``retry_timeout = 0``; set it to hand them to the error
+    policy after that many seconds), and the pipeline pauses through the connection. Events the broker
+    refuses for good (too large, not authorised, cannot be encoded) follow the pipeline's error policy. As
+    the dead-letter sink, the error (``error``, ``error_type``, ``error_component``, ``error_pipeline``) and
+    the original ``source_topic``, ``source_partition`` and ``source_offset`` travel as message headers. At
+    stop, everything accepted is flushed and confirmed.
     """
 
+    ConnectionType = KafkaConnection
     ConfigDefaults: ClassVar[dict[str, Any]] = {
         "topic": "",
         "topic_field": "",
@@ -68,7 +67,6 @@ class KafkaSink(WriterSink):
         "max_batch_size": 262144,
         "max_request_size": 1048576,
         "enable_idempotence": False,
-        "queue_limit": 2,
     }
 
     def __init__(
@@ -80,7 +78,8 @@ class KafkaSink(WriterSink):
         connection: str | None = None,
     ) -> None:
         super().__init__(app, pipeline, id=id, config=config, connection=connection)
-        self.kafka: KafkaConnection = kafka_connection_of(self)
+        assert isinstance(self.connection, KafkaConnection)  # ConnectionType: checked by the base
+        self.kafka = self.connection
         config = self.Config
         self.topic = str(config.get("topic") or "")
         self.topic_field = str(config.get("topic_field") or "")
@@ -112,27 +111,8 @@ class KafkaSink(WriterSink):
         )
         self._fast = self.format == "auto" and not (self.topic_field or self.topic_context_key or self.key_field)
         self.producer: ProducerClient | None = None
-        self._queue: deque[tuple[bspump.Batch, int]] = deque()
-        self._outstanding = 0
-        self._backoff = pipeline.retry_backoff()
-        self.sent = 0
-        self.resent = 0
-        self.queue_limit = config.getint("queue_limit")
-        if self.queue_limit < 1:
-            raise config.error("queue_limit", "must be at least 1")
-        self._queue_throttle = f"sink {self.id} queue"
 
     # -- framework API ------------------------------------------------------------------------------------
-    def put(self, batch: bspump.Batch) -> None:
-        queue = self._queue
-        queue.append((batch, 0))
-        self._idle.clear()
-        self._wake.set()
-        if len(queue) >= self.queue_limit:
-            # Keep the source just ahead of the producer: batches processed long before they are sent
-            # have left the CPU caches by then (measured: a deeper queue is slower, not faster).
-            self.pipeline.throttle(self._queue_throttle)
-
     async def start(self) -> None:
         if self.is_dead_letter:
             self._fast = False  # dead letters carry their error into headers: the careful path does that
@@ -145,68 +125,28 @@ class KafkaSink(WriterSink):
             await producer.close()
 
     # -- writing ------------------------------------------------------------------------------------------
-    async def _write_loop(self) -> None:
-        queue = self._queue
-        kafka = self.kafka
-        # The producer starts right away, while the source joins its group, not when the first batch arrives.
-        await kafka.wait_ready()
-        if self.producer is None:
-            await self._start_producer()
-        while True:
-            if not queue:
-                if self._outstanding == 0:
-                    self._idle.set()
-                self._wake.clear()
-                await self._wake.wait()
-                continue
-            batch, attempt = queue.popleft()
-            if len(queue) < self.queue_limit:
-                self.pipeline.unthrottle(self._queue_throttle)
-            if attempt:
-                await asyncio.sleep(self._backoff.next_delay())
-            if not kafka.ready:
-                await kafka.wait_ready()
-            producer = self.producer or await self._start_producer()
-            await self._send(producer, batch, attempt)
+    async def open_client(self) -> None:
+        """The producer starts right away, while the source joins its group, not when the first batch arrives."""
+        self.producer = await self.start_client(self._start_producer, "the producer")
 
     async def _start_producer(self) -> ProducerClient:
         kafka = self.kafka
-        backoff = self.pipeline.retry_backoff()
-        while True:
-            producer = kafka.backend.producer(kafka.options, self.settings)
-            try:
-                await producer.start()
-            except Exception as exc:
-                if not kafka.backend.is_transient(exc):
-                    raise
-                delay = backoff.next_delay()
-                log.warning("%s: starting the producer failed (%s: %s); retrying in %.2fs",
-                            self.qualified_id, type(exc).__name__, exc, delay)
-                if kafka.is_link_error(exc):
-                    kafka.report_failure(exc)
-                await asyncio.sleep(delay)
-                await kafka.wait_ready()
-                continue
-            self.producer = producer
-            return producer
+        producer = kafka.backend.producer(kafka.options, self.settings)
+        await producer.start()  # a producer that fails to start releases what it opened
+        return producer
 
-    async def _send(self, producer: ProducerClient, batch: bspump.Batch, attempt: int) -> None:
+    async def send(self, batch: bspump.Batch, confirm: Confirm) -> None:
         out, index_map, failures = self.encode(batch)
         if not out.values:
-            self._settled(batch, attempt, index_map, failures, [])
+            confirm(failures)
             return
-        self._outstanding += 1
-        done = functools.partial(self._settled, batch, attempt, index_map, failures)
-        try:
-            await producer.send(out, done)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # a backend reports failures through `done`; this is a bug, not the broker
-            log.exception("%s: send failed unexpectedly", self.qualified_id)
-            done([(i, exc) for i in range(len(out.values))])
+        producer = self.producer
+        assert producer is not None  # open_client ran first
+        await producer.send(out, functools.partial(_report, confirm, index_map, failures))
 
-    def encode(self, batch: bspump.Batch) -> tuple[OutBatch, list[int] | None, list[tuple[int, BaseException]]]:
-        """The records of ``batch``; ``index_map[i]`` is the batch index of record ``i`` when some failed."""
+    def encode(self, batch: bspump.Batch) -> tuple[OutBatch, list[int] | None, list[bspump.ItemFailure]]:
+        """The records of ``batch``; ``index_map[i]`` is the batch index of record ``i`` when some failed, whose
+        failures come third."""
         if self._fast:
             try:
                 return self._encode_fast(batch), None, []
@@ -239,13 +179,13 @@ class KafkaSink(WriterSink):
 
     def _encode_careful(
         self, batch: bspump.Batch
-    ) -> tuple[OutBatch, list[int] | None, list[tuple[int, BaseException]]]:
+    ) -> tuple[OutBatch, list[int] | None, list[bspump.ItemFailure]]:
         values: list[bytes | None] = []
         keys: list[bytes | None] = []
         headers_column: list[Any] = []
         topics: list[str] = []
         index_map: list[int] | None = None
-        failures: list[tuple[int, BaseException]] = []
+        failures: list[bspump.ItemFailure] = []
         topic = self.topic
         dynamic_topic = bool(self.topic_field or self.topic_context_key)
         key_field = self.key_field
@@ -264,14 +204,14 @@ class KafkaSink(WriterSink):
                     key = context.get("key")
                 key = encode_key(key)
                 headers = context.get("headers") if headers_from_context else None
-                if "error" in context:
+                if ERROR in context:
                     headers = _error_headers(context, headers)
                 elif headers is not None and type(headers) is not list:
                     headers = list(headers)
             except Exception as exc:
                 if index_map is None:
                     index_map = list(range(index))
-                failures.append((index, exc))
+                failures.append(bspump.ItemFailure(index, exc, bspump.ErrorKind.PERMANENT))
                 continue
             values.append(value)
             keys.append(key)
@@ -300,58 +240,21 @@ class KafkaSink(WriterSink):
                              "no fixed topic is configured")
         return str(topic)
 
-    def _settled(
-        self,
-        batch: bspump.Batch,
-        attempt: int,
-        index_map: list[int] | None,
-        encode_failures: list[tuple[int, BaseException]],
-        send_failures: list[tuple[int, BaseException]],
-    ) -> None:
-        """Runs on the event loop once the broker answered for every record of one send."""
-        total = len(batch) - len(encode_failures)
-        written = total - len(send_failures)
-        if total:
-            self._outstanding -= 1
-        if written:
-            self.sent += written
-            batch.delivery.ack(written)
-        if send_failures:
-            self._retry_or_fail(batch, attempt, index_map, send_failures)
-        else:
-            self._backoff.reset()
-        for index, error in encode_failures:
-            self.pipeline.handle_sink_failure(self, batch, index, error)
-        if self._outstanding == 0 and not self._queue:
-            self._idle.set()
 
-    def _retry_or_fail(
-        self,
-        batch: bspump.Batch,
-        attempt: int,
-        index_map: list[int] | None,
-        failures: list[tuple[int, BaseException]],
-    ) -> None:
-        backend = self.kafka.backend
-        transient: list[int] = []
-        first: BaseException | None = None
-        for record_index, error in failures:
-            index = record_index if index_map is None else index_map[record_index]
-            if backend.is_transient(error):
-                transient.append(index)
-                first = first or error
-            else:
-                self.pipeline.handle_sink_failure(self, batch, index, error)
-        if transient:
-            assert first is not None
-            log.warning("%s: %d events not confirmed by the broker (%s: %s); sending them again (attempt %d)",
-                        self.qualified_id, len(transient), type(first).__name__, first, attempt + 1)
-            self.resent += len(transient)
-            self._queue.appendleft((batch.subset(transient), attempt + 1))
-            self._idle.clear()
-            self._wake.set()
-            if self.kafka.is_link_error(first):
-                self.kafka.report_failure(first)
+def _report(
+    confirm: Confirm,
+    index_map: list[int] | None,
+    encode_failures: list[bspump.ItemFailure],
+    send_failures: list[tuple[int, BaseException]],
+) -> None:
+    """The producer's report of one send, as the base sink's confirmation: record indexes become batch
+    indexes, and the events that could not be encoded join the failures."""
+    if not send_failures:
+        confirm(encode_failures)
+        return
+    failures = list(encode_failures)
+    failures.extend(bspump.ItemFailure(i if index_map is None else index_map[i], error) for i, error in send_failures)
+    confirm(failures)
 
 
 _KEY = operator.itemgetter("key")
@@ -366,20 +269,12 @@ def _column(contexts: list[Any], getter: Any, key: str) -> list[Any]:
         return [c.get(key) for c in contexts]
 
 
-
-
-
-
-
-
-
-
 def _error_headers(context: Mapping[str, Any], headers: Sequence[tuple[str, bytes]] | None) -> list[tuple[str, bytes]]:
     result = list(headers or ())
-    for key in ERROR_KEYS:
+    for key in DEAD_LETTER_KEYS:
         if context.get(key) is not None:
             result.append((key, str(context[key]).encode("utf-8", errors="replace")))
-    for key in POSITION_KEYS:
+    for key in SOURCE_POSITION_KEYS:
         if context.get(key) is not None:
             result.append((f"source_{key}", str(context[key]).encode()))
     return result

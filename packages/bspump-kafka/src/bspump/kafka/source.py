@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 from collections.abc import Callable, Mapping
@@ -14,7 +13,7 @@ import bspump
 from bspump.config import Seconds
 
 from .backend import ConsumerClient, Fetched, Partition
-from .connection import KafkaConnection, kafka_connection_of
+from .connection import KafkaConnection
 from .options import ISOLATION_LEVELS, OFFSET_RESETS, ConsumerSettings
 
 if TYPE_CHECKING:
@@ -26,7 +25,7 @@ FORMATS = ("bytes", "text", "json")
 KEY_FORMATS = ("bytes", "text")
 
 
-class KafkaSource(bspump.Source):
+class KafkaSource(bspump.PositionedSource[Partition]):
     """Reads ``topics`` (or every topic matching ``topic_pattern``) as a member of ``group_id``.
 
     Each fetch of up to ``batch_size`` records becomes one batch for the pipeline. Every event carries
@@ -38,13 +37,15 @@ class KafkaSource(bspump.Source):
     dropped or dead-lettered), per partition, up to the highest contiguous acknowledged offset, every
     ``commit_interval``, when partitions are revoked (after waiting up to ``revoke_timeout`` for their
     in-flight events) and at stop. After a crash the group re-reads from the last commit: at least once.
-    The source does not fetch while the pipeline is throttled, so memory stays bounded.
+    The source does not fetch while the pipeline is throttled, so memory stays bounded; it keeps polling
+    (paused) meanwhile, so that it stays in its group.
 
     ``group_id`` defaults to the pipeline ID, so the same pipeline started in several processes forms
     one consumer group and shares the partitions. ``auto_offset_reset`` defaults to ``earliest``: a new
     group reads what is already in the topic rather than silently skipping it.
     """
 
+    ConnectionType = KafkaConnection
     ConfigDefaults: ClassVar[dict[str, Any]] = {
         "topics": [],
         "topic_pattern": "",
@@ -54,7 +55,6 @@ class KafkaSource(bspump.Source):
         "key_format": "bytes",
         "batch_size": 1000,
         "fetch_timeout": Seconds(0.5),
-        "commit_interval": Seconds(1.0),
         "revoke_timeout": Seconds(10.0),
         "session_timeout_ms": 10000,
         "heartbeat_interval_ms": 3000,
@@ -75,7 +75,8 @@ class KafkaSource(bspump.Source):
         connection: str | None = None,
     ) -> None:
         super().__init__(app, pipeline, id=id, config=config, connection=connection)
-        self.kafka: KafkaConnection = kafka_connection_of(self)
+        assert isinstance(self.connection, KafkaConnection)  # ConnectionType: checked by the base
+        self.kafka = self.connection
         config = self.Config
         topics = tuple(config.getlist("topics"))
         pattern = str(config.get("topic_pattern") or "")
@@ -93,7 +94,6 @@ class KafkaSource(bspump.Source):
         if self.batch_size < 1:
             raise config.error("batch_size", "must be at least 1")
         self.fetch_timeout = config.getseconds("fetch_timeout")
-        self.commit_interval = config.getseconds("commit_interval")
         self.revoke_timeout = config.getseconds("revoke_timeout")
         self.settings = ConsumerSettings(
             group_id=str(config.get("group_id") or "") or str(getattr(pipeline, "id", "") or self.id),
@@ -110,12 +110,9 @@ class KafkaSource(bspump.Source):
             max_partition_fetch_bytes=config.getint("max_partition_fetch_bytes"),
             isolation_level=_choice(config, "isolation_level", ISOLATION_LEVELS, {}),
         )
-        self.tracker: bspump.PositionTracker[Partition] = bspump.PositionTracker()
         self.client: ConsumerClient | None = None
-        self._uncommitted: dict[Partition, int] = {}
         self._fetched: dict[Partition, int] = {}  # next offset to fetch, per partition (for the lag)
         self.records_fetched = 0
-        self.commits = 0
         self.revocations = 0
 
     @property
@@ -125,62 +122,41 @@ class KafkaSource(bspump.Source):
 
     # -- reading ------------------------------------------------------------------------------------------
     async def main(self) -> None:
-        kafka = self.kafka
-        backoff = self.pipeline.retry_backoff()
-        while self.client is None:
-            await kafka.wait_ready()
-            client = kafka.backend.consumer(kafka.options, self.settings, self._assigned, self._revoked,
-                                            self.revoke_timeout)
-            try:
-                await client.start()
-            except Exception as exc:
-                await _quietly(client.close())
-                if not kafka.backend.is_transient(exc):
-                    raise
-                delay = backoff.next_delay()
-                log.warning("%s: starting the consumer failed (%s: %s); retrying in %.2fs",
-                            self.qualified_id, type(exc).__name__, exc, delay)
-                if kafka.is_link_error(exc):
-                    kafka.report_failure(exc)
-                await asyncio.sleep(delay)
-                continue
-            self.client = client
+        self.client = await self.start_client(self._start_consumer, "the consumer")
         log.info("%s: consuming %s as group %r", self.qualified_id,
                  self.settings.topic_pattern or ",".join(self.settings.topics), self.group_id)
         await self._consume(self.client)
 
+    async def _start_consumer(self) -> ConsumerClient:
+        kafka = self.kafka
+        client = kafka.backend.consumer(kafka.options, self.settings, self._assigned, self._revoked,
+                                        self.revoke_timeout)
+        try:
+            await client.start()
+        except BaseException:
+            await _quietly(client.close())
+            raise
+        return client
+
     async def _consume(self, client: ConsumerClient) -> None:
         pipeline = self.pipeline
-        loop = asyncio.get_running_loop()
-        interval = self.commit_interval
-        next_commit = loop.time() + interval
         batch_size = self.batch_size
         timeout = self.fetch_timeout
-        # While throttled: commit what the sink acknowledges and poll (paused) often enough to stay in the group.
-        idle_interval = min(interval, self.settings.max_poll_interval_ms / 3000)
+        # Under backpressure: no fetch, but a paused poll often enough to stay in the group.
+        keepalive_interval = self.settings.max_poll_interval_ms / 3000
         while True:
-            while not pipeline.ready:
-                # Do not fetch under backpressure; keep committing what the sink acknowledges meanwhile.
-                try:
-                    async with asyncio.timeout(idle_interval):  # not wait_for: it can swallow a cancellation
-                        await pipeline.wait_ready()
-                except TimeoutError:
-                    await client.idle()
-                    if loop.time() >= next_commit:
-                        await self.commit()
-                        next_commit = loop.time() + interval
+            if not pipeline.ready:
+                await self.wait_ready(client.idle, keepalive_interval)
             fetched = await client.fetch(batch_size, timeout)
             if fetched.values:
                 await self._emit(fetched)
-            if loop.time() >= next_commit:
-                await self.commit()
-                next_commit = loop.time() + interval
+            await self.maybe_commit()
 
     async def _emit(self, fetched: Fetched) -> None:
         values, contexts, positions = fetched
         self.records_fetched += len(values)
         self._fetched.update(positions)
-        delivery = self.tracker.track(positions)
+        delivery = self.track(positions)
         if self.key_format == "text":
             for context in contexts:
                 key = context["key"]
@@ -247,41 +223,15 @@ class KafkaSource(bspump.Source):
         return {"lag": float(lag), "partitions_unread": float(unread), "partitions": float(len(assigned))}
 
     # -- committing ---------------------------------------------------------------------------------------
-    async def commit(self) -> None:
-        """Commit every acknowledged position of the partitions this member still owns."""
+    def owned_partitions(self) -> set[Partition]:
+        """What this member may commit: its current assignment (revoked partitions belong to their new owner)."""
         client = self.client
-        pending = self._uncommitted
-        pending.update(self._take_committable())
-        if client is None or not pending:
-            return
-        assigned = client.assignment()
-        offsets = {p: o for p, o in pending.items() if p in assigned}
-        pending.clear()  # positions of partitions we no longer own belong to their new owner
-        if not offsets:
-            return
-        try:
-            await client.commit(offsets)
-        except asyncio.CancelledError:
-            _keep_newest(pending, offsets)
-            raise
-        except Exception as exc:
-            backend = self.kafka.backend
-            if not backend.is_transient(exc):
-                log.warning("%s: commit failed (%s: %s); the partitions were probably rebalanced and their "
-                            "new owner re-reads from the previous commit", self.qualified_id,
-                            type(exc).__name__, exc)
-                return
-            log.warning("%s: commit failed (%s: %s); retrying with the next commit", self.qualified_id,
-                        type(exc).__name__, exc)
-            _keep_newest(pending, offsets)
-            if self.kafka.is_link_error(exc):
-                self.kafka.report_failure(exc)
-            return
-        self.commits += 1
-        log.debug("%s: committed %s", self.qualified_id, offsets)
+        return set() if client is None else client.assignment()
 
-    def _take_committable(self) -> dict[Partition, int]:
-        return self.tracker.take_committable()
+    async def commit_positions(self, positions: Mapping[Partition, int]) -> None:
+        """Commit the group's offsets on the broker."""
+        assert self.client is not None
+        await self.client.commit(positions)
 
     def _assigned(self, partitions: list[Partition]) -> None:
         log.info("%s: assigned %s", self.qualified_id, _describe(partitions))
@@ -289,23 +239,13 @@ class KafkaSource(bspump.Source):
     async def _revoked(self, partitions: list[Partition]) -> dict[Partition, int]:
         """Wait (bounded) for in-flight events of revoked partitions; return their offsets to commit."""
         self.revocations += 1
-        drained = await self.tracker.wait_drained(partitions, self.revoke_timeout)
-        if not drained:
-            log.warning("%s: %d batches of revoked partitions still unacknowledged after revoke_timeout=%ss; "
-                        "the next owner processes them again", self.qualified_id,
-                        self.tracker.pending(partitions), self.revoke_timeout)
-        self._uncommitted.update(self._take_committable())
-        offsets = {p: self._uncommitted.pop(p) for p in partitions if p in self._uncommitted}
-        self.tracker.forget(partitions)
+        offsets = await self.revoke(partitions, self.revoke_timeout)
         for partition in partitions:
             self._fetched.pop(partition, None)
         log.info("%s: revoked %s; committing %s", self.qualified_id, _describe(partitions), offsets or "nothing")
         return offsets
 
     # -- stopping -----------------------------------------------------------------------------------------
-    async def on_drained(self) -> None:
-        await self.commit()
-
     async def close(self) -> None:
         client, self.client = self.client, None
         if client is not None:
@@ -314,12 +254,6 @@ class KafkaSource(bspump.Source):
 
 def _decode_text(value: bytes) -> str:
     return value.decode("utf-8")
-
-
-def _keep_newest(pending: dict[Partition, int], offsets: Mapping[Partition, int]) -> None:
-    for partition, offset in offsets.items():
-        if pending.get(partition, -1) < offset:
-            pending[partition] = offset
 
 
 def _choice(config: Any, key: str, choices: tuple[str, ...], aliases: Mapping[str, str]) -> str:
