@@ -214,6 +214,9 @@ def test_registry_says_why_an_installed_plugins_types_are_missing(tmp_path: Path
         assert str(raised.value) == (
             f"unknown connection type 'acme.Connection': plugin 'acme' is installed but {reason}"
         )
+        # For callers that resolve across several kinds and word their own error (declare.py).
+        assert registry.missing_plugin("acme.AnyName") == f"plugin 'acme' is installed but {reason}"
+        assert registry.missing_plugin("core.Nothing") is None
 
 
 # -- in process -------------------------------------------------------------------------------------------

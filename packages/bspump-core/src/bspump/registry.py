@@ -44,10 +44,9 @@ class TypeRegistry:
             return table[name]
         if ":" in name:
             return _import_class(name)
-        plugin = self._plugin_of(name)
-        if plugin in self.unavailable:
-            raise PluginError(f"unknown {kind} type {name!r}: plugin {plugin!r} is installed but "
-                              f"{self.unavailable[plugin]}")
+        missing_plugin = self.missing_plugin(name)
+        if missing_plugin:
+            raise PluginError(f"unknown {kind} type {name!r}: {missing_plugin}")
         bare = [full for full in table if full.split(".", 1)[-1] == name]
         if len(bare) == 1:
             return table[bare[0]]
@@ -57,11 +56,19 @@ class TypeRegistry:
         hint = f"; did you mean {', '.join(repr(c) for c in close)}?" if close else ""
         known = ", ".join(sorted(table)) or "none"
         missing = ""
+        plugin = self._plugin_of(name)
         if plugin and not self._loaded(plugin):
             missing = f"; a plugin may be missing: pip install bspump-{plugin}"
         raise PluginError(
             f"unknown {kind} type {name!r}{hint} (installed {kind} types: {known}{missing}; or write module:Class)"
         )
+
+    def missing_plugin(self, name: str) -> str | None:
+        """Why ``plugin.Name`` cannot resolve when its plugin is installed but not loaded; else ``None``."""
+        plugin = self._plugin_of(name)
+        if plugin not in self.unavailable:
+            return None
+        return f"plugin {plugin!r} is installed but {self.unavailable[plugin]}"
 
     def _plugin_of(self, name: str) -> str:
         """The plugin part of ``plugin.Name`` (plugin names may hold dots too); empty for a bare name."""
