@@ -88,7 +88,8 @@ def cli(site: Path, *args: str, env: dict[str, str] | None = None,
 
 def test_bspump_plugins_reports_the_broken_one_and_lists_the_others(site: Path) -> None:
     result = cli(site, "plugins")
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1, result.stderr
+    assert result.stderr.endswith("error: 2 plugin(s) failed to load: badreg, brokenplug\n")
     out = result.stdout
     assert "goodplug 1.2.3 (bspump-goodplug): loaded" in out
     assert "processor:goodplug.Upper" in out
@@ -102,7 +103,7 @@ def test_bspump_plugins_reports_the_broken_one_and_lists_the_others(site: Path) 
 
 def test_bspump_plugins_json(site: Path) -> None:
     result = cli(site, "plugins", "--json")
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1, result.stderr
     rows = {row["name"]: row for row in json.loads(result.stdout)}
     assert rows["goodplug"]["status"] == "loaded"
     assert rows["goodplug"]["version"] == "1.2.3"
@@ -152,6 +153,70 @@ def test_bspump_version_and_check(site: Path, tmp_path: Path) -> None:
     result = cli(site, "check", str(bad))
     assert result.returncode == 2
     assert f"{bad}:4 [pipeline:P:In] formt: unknown key; did you mean 'format'" in result.stderr
+
+
+MISSING_CLIENT_MODULE = '''
+import acme_client_library
+
+import bspump
+
+
+@bspump.hookimpl
+def register_connections(register):
+    register(acme_client_library.Connection)
+'''
+
+MISSPELLED_HOOK_MODULE = '''
+import bspump
+
+
+@bspump.hookimpl
+def register_sink(register):
+    register(bspump.NullSink, name="Sink")
+'''
+
+
+def test_bspump_plugins_fails_for_a_misspelled_hook(tmp_path: Path) -> None:
+    install(tmp_path, "bspump-typo", "0.1.0", "typo", "bspump_typo_plugin", MISSPELLED_HOOK_MODULE)
+    result = cli(tmp_path, "plugins")
+    assert result.returncode == 1
+    assert "typo 0.1.0 (bspump-typo): failed\n" in result.stdout
+    assert "error: registration failed: unknown hook 'register_sink' (did you mean 'register_sinks'?)" in result.stdout
+    assert "source:core.FileSource" in result.stdout  # everything else is still listed
+    assert result.stderr.endswith("error: 1 plugin(s) failed to load: typo\n")
+
+
+def test_bspump_check_names_the_load_error_of_an_installed_plugin(tmp_path: Path) -> None:
+    install(tmp_path, "bspump-acme", "1.0.0", "acme", "bspump_acme_plugin", MISSING_CLIENT_MODULE)
+    conf = write_conf(tmp_path, "[connection:Acme]\ntype = acme.Connection\n"
+                                "[pipeline:P:In]\ntype = core.MemorySource\n[pipeline:P:Out]\ntype = core.NullSink\n")
+    result = cli(tmp_path, "check", str(conf))
+    assert result.returncode == 2
+    assert (f"{conf}:2 [connection:Acme] type: unknown connection type 'acme.Connection': plugin 'acme' is installed "
+            "but failed to load: import failed: ModuleNotFoundError: No module named 'acme_client_library'"
+            ) in result.stderr
+    assert "pip install" not in result.stderr
+
+
+def test_registry_says_why_an_installed_plugins_types_are_missing(tmp_path: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    install(tmp_path, "bspump-acme", "1.0.0", "acme", "bspump_acme_plugin", MISSING_CLIENT_MODULE)
+    monkeypatch.syspath_prepend(str(tmp_path))
+    reasons = {
+        "failed to load: import failed: ModuleNotFoundError: No module named 'acme_client_library'": {},
+        "blocked by BSPUMP_BLOCK_PLUGINS": {"BSPUMP_BLOCK_PLUGINS": "acme"},
+        "not listed in BSPUMP_PLUGINS": {"BSPUMP_PLUGINS": "none"},
+    }
+    for reason, environ in reasons.items():
+        registry = Plugins(environ=environ).registry
+        with pytest.raises(bspump.PluginError) as raised:
+            registry.resolve("connection", "acme.Connection")
+        assert str(raised.value) == (
+            f"unknown connection type 'acme.Connection': plugin 'acme' is installed but {reason}"
+        )
+        # For callers that resolve across several kinds and word their own error (declare.py).
+        assert registry.missing_plugin("acme.AnyName") == f"plugin 'acme' is installed but {reason}"
+        assert registry.missing_plugin("core.Nothing") is None
 
 
 # -- in process -------------------------------------------------------------------------------------------

@@ -139,19 +139,24 @@ def command_check(args: argparse.Namespace) -> int:
 
 # -- plugins ---------------------------------------------------------------------------------------------
 def command_plugins(args: argparse.Namespace) -> int:
+    """List every plugin; exit 1 when one failed to load, so that CI and install scripts notice."""
     plugins = Plugins()
     rows = [info.__dict__ for info in plugins.infos]
     if args.json:
         print(orjson.dumps(rows, option=orjson.OPT_INDENT_2).decode())
-        return 0
-    for info in plugins.infos:
-        version = f" {info.version}" if info.version else f" {__version__}" if info.name == "core" else ""
-        dist = f" ({info.distribution})" if info.distribution else ""
-        print(f"{info.name}{version}{dist}: {info.status}")
-        for type_name in info.types:
-            print(f"    {type_name}")
-        if info.error:
-            print(f"    error: {info.error}")
+    else:
+        for info in plugins.infos:
+            version = f" {info.version}" if info.version else f" {__version__}" if info.name == "core" else ""
+            dist = f" ({info.distribution})" if info.distribution else ""
+            print(f"{info.name}{version}{dist}: {info.status}")
+            for type_name in info.types:
+                print(f"    {type_name}")
+            if info.error:
+                print(f"    error: {info.error}")
+    failed = [info.name for info in plugins.failed()]
+    if failed:
+        print(f"error: {len(failed)} plugin(s) failed to load: {', '.join(failed)}", file=sys.stderr)
+        return 1
     return 0
 
 

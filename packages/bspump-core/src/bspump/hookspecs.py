@@ -1,14 +1,14 @@
 """The plugin contract: one hook per kind of thing a plugin can register.
 
-Each ``register_*`` hook receives ``register(cls, name=None)``; the type becomes available as
-``<plugin>.<name or class name>`` (``kafka.KafkaConnection``) for ``type = ...`` in pipelines.conf.
-Hooks run once at start-up, never per event.
+Each ``register_*`` hook receives a :class:`Register`; a class registered through it becomes available as
+``<plugin>.<name or class name>`` (``kafka.KafkaConnection``) for ``type = ...`` in pipelines.conf. Hooks run
+once at start-up, never per event. A plugin fails to load when it defines a hook not listed here, defines one
+without ``@hookimpl``, registers a class through the wrong hook, or registers a class or a name twice.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Protocol
 
 import pluggy
 
@@ -18,7 +18,12 @@ if TYPE_CHECKING:
 hookspec = pluggy.HookspecMarker("bspump")
 hookimpl = pluggy.HookimplMarker("bspump")
 
-Register = Callable[..., Any]
+
+class Register(Protocol):
+    """The ``register`` argument of the ``register_*`` hooks."""
+
+    def __call__(self, cls: type, name: str | None = None) -> None:
+        """Make ``cls`` available as ``<plugin>.<name>``; ``name`` defaults to the class name."""
 
 
 @hookspec
