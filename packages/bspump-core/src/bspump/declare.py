@@ -10,14 +10,13 @@ from .connection import Connection
 from .errors import PluginError
 from .lookup import Lookup
 from .pipeline import Pipeline
-from .processor import Processor
+from .registry import base_class
 from .sink import Sink
-from .source import Source
 
 if TYPE_CHECKING:
     from .application import BSPumpApplication
 
-_KIND_BASES: dict[str, type] = {"source": Source, "processor": Processor, "sink": Sink}
+_COMPONENT_KINDS = ("source", "processor", "sink")
 
 
 def _resolve(app: BSPumpApplication, section: Section, kinds: tuple[str, ...]) -> type:
@@ -37,6 +36,9 @@ def _resolve(app: BSPumpApplication, section: Section, kinds: tuple[str, ...]) -
 
 def _unknown_component_type(app: BSPumpApplication, name: str, kinds: tuple[str, ...]) -> str:
     registry = app.registry
+    reason = registry.missing_plugin(name)
+    if reason:
+        return f"unknown component type {name!r}: {reason}"
     for kind in registry.types:
         if kind not in kinds and name in registry.types[kind]:
             return f"{name!r} is a {kind} type; a pipeline component must be a {', '.join(kinds)}"
@@ -88,8 +90,8 @@ def declare_pipelines(app: BSPumpApplication) -> list[Pipeline]:
                     "components" if component_id in order else "dead_letter",
                     f"names component {component_id!r} but there is no [pipeline:{pipeline_id}:{component_id}] "
                     f"section with a type (have: {', '.join(typed) or 'none'})")
-            cls = _resolve(app, section, ("source", "processor", "sink"))
-            if not any(issubclass(cls, base) for base in _KIND_BASES.values()):
+            cls = _resolve(app, section, _COMPONENT_KINDS)
+            if not any(issubclass(cls, base_class(kind)) for kind in _COMPONENT_KINDS):
                 raise ConfigError(f"{cls.__name__} is not a Source, Processor or Sink", file=section.file,
                                   line=section.line_of("type"), section=section.name, key="type")
             component = cls(app, pipeline, id=component_id)
