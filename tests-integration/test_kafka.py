@@ -732,7 +732,7 @@ async def test_confluent_producer_recovers_when_a_topic_is_recreated_with_fewer_
             await producer.send(OutBatch(topic, [{"n": n}], encode=encode_auto), reports.append)
         await wait_until(lambda: len(reports) == 3, 30, "three calls settled")
         failed = [error for report in reports for _, error in report]
-        assert failed and all(BACKEND.is_transient(error) for error in failed)
+        assert failed and all(BACKEND.classify(error) is bspump.ErrorKind.TRANSIENT for error in failed)
         await producer.send(OutBatch(topic, [{"n": 9}], encode=encode_auto), reports.append)  # looks it up
         await wait_until(lambda: producer._partitions.next(topic, 0.0) == 0, 10, "the topic looked up anew")
         await producer.send(OutBatch(topic, [{"n": 10}], encode=encode_auto), reports.append)
