@@ -601,7 +601,8 @@ class Pipeline:
         self.state = PipelineState.FAILED if self.error is not None else PipelineState.FINISHED
         self._ready.set()  # wake anything still waiting so it sees the state
         self._finished.set()
-        log.info("pipeline %r %s: %s", self.id, self.state.value, self.counters.snapshot())
+        log.info("pipeline %r %s: %s", self.id, self.state.value,
+                 {k: v for k, v in self.metrics().items() if k in ("in", "out", "dropped", "errors")})
         self.app.pipeline_finished(self)
 
     async def _stop_sources(self) -> None:

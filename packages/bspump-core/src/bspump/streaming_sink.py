@@ -40,6 +40,9 @@ class StreamingSink(WriterSink):
       transient ones for up to ``retry_timeout`` seconds (0: for as long as it takes); ``PERMANENT`` ones,
       and what outlived its retries, meet the pipeline's error policy;
     - ``flush`` (at stop) returns once everything put was confirmed or handed to the policy.
+
+    Events are handed over in order, but a batch whose events had to be sent again completes after batches
+    sent later (unlike :class:`~bspump.AsyncSink`, which acknowledges batches in order).
     """
 
     _bspump_base: ClassVar[bool] = True

@@ -199,10 +199,13 @@ class ComponentConfig(Mapping[str, Any]):
 
     def _error(self, key: str, message: str) -> ConfigError:
         s = self._section
-        if self._origins.get(key) == _FILE and s is not None:
+        origin = self._origins.get(key)
+        if s is not None and origin == _FILE:
             return ConfigError(
                 message, file=s.file, line=s.line_of(key), section=s.name, key=key
             )
+        if s is not None and origin != _CONSTRUCTOR:  # not set in the file: point at its section
+            return ConfigError(message, file=s.file, line=s.line, section=s.name, key=key)
         return ConfigError(message, section=self._label, key=key)
 
     def missing(self, key: str) -> ConfigError:
