@@ -81,7 +81,7 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=PYTHON)
 def typing(session: nox.Session) -> None:
     """mypy: strict on bspump-core, and on each connector with its client installed."""
-    session.install("mypy>=1.13", *_editable("bspump-core"),
+    session.install("mypy>=1.13", *TEST_TOOLS, *_editable("bspump-core"),
                     *[arg for p in CONNECTORS for arg in ("-e", f"{ROOT / 'packages' / p}{_extras(p)}")])
     session.run("mypy", "--strict", str(ROOT / "packages" / "bspump-core" / "src" / "bspump"))
     for package in CONNECTORS:

@@ -292,3 +292,12 @@ def test_a_sink_subclass_must_implement_the_required_methods() -> None:
     for cls, method in ((NoSend, "send"), (NoWrite, "write")):
         with pytest.raises(TypeError, match=method):
             cls(app, bspump.Pipeline(app, "P"))
+
+
+async def test_a_sink_failure_while_the_pipeline_drains_still_fails_the_run() -> None:
+    """The source was exhausted (the pipeline drains) when the sink met a permanent error under ``stop``:
+    the run must end as failed, not as finished with exit code 0."""
+    app = make_app()
+    p = pipeline(app, lambda p: FailingFirst(app, p, error=ValueError("no such table"), times=1), [[1, 2]])
+    assert await run_app(app) == 1
+    assert p.state is bspump.PipelineState.FAILED and p.metrics()["out"] == 0

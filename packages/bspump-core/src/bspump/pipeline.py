@@ -501,8 +501,9 @@ class Pipeline:
             self._drained.set()
 
     def delivery_failed(self, delivery: Delivery, error: BaseException) -> None:
-        """Called by a delivery whose events could not be written nor dead-lettered: the pipeline stops."""
-        if self.state is PipelineState.RUNNING:
+        """Called by a delivery whose events could not be written nor dead-lettered: the pipeline stops (also
+        while it drains: the run must end as failed, with exit code 1)."""
+        if self.state in (PipelineState.RUNNING, PipelineState.STOPPING):
             self.fail(error)
 
     # -- lifecycle ----------------------------------------------------------------------------------------
