@@ -243,7 +243,8 @@ class ConnectorConformance:
         return [events[i:i + self.batch_size] for i in range(0, len(events), self.batch_size)]
 
     async def _stored_numbers(self, target: Any) -> list[int]:
-        return [self.number(record) for record in await self.read_target(target)]
+        records = await self.read_target(target)
+        return [self.number(record) for record in records]
 
     def _need(self, what: str, value: object) -> None:
         if value is None:

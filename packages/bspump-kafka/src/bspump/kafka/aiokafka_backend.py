@@ -404,7 +404,7 @@ class AiokafkaBackend:
     def classify(self, error: BaseException) -> ErrorKind:
         """Link for connection, node and time-out errors (and any ``OSError``), transient for the other
         errors aiokafka marks retriable (no leader, rebalance in progress...), permanent otherwise."""
-        if isinstance(error, _LINK_ERRORS | OSError):
+        if isinstance(error, (*_LINK_ERRORS, OSError)):
             return ErrorKind.LINK
         if isinstance(error, kafka_errors.KafkaError) and getattr(error, "retriable", False):
             return ErrorKind.TRANSIENT

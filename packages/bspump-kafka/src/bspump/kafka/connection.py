@@ -31,6 +31,15 @@ class KafkaConnection(bspump.Connection):
         ssl_cafile = /etc/kafka/ca.pem
         client = confluent          # aiokafka (default) or confluent
 
+    Keys: ``client`` (``aiokafka``, pure Python, or ``confluent``, librdkafka: ``pip install
+    'bspump-kafka[confluent]'``); ``bootstrap_servers`` (host:port, comma-separated); ``client_id``;
+    ``security_protocol`` (PLAINTEXT, SSL, SASL_PLAINTEXT, SASL_SSL); ``sasl_mechanism`` (PLAIN,
+    SCRAM-SHA-256, SCRAM-SHA-512, OAUTHBEARER, GSSAPI), ``sasl_plain_username``, ``sasl_plain_password``
+    (secret), ``sasl_kerberos_service_name``; ``ssl_cafile``, ``ssl_certfile``, ``ssl_keyfile``,
+    ``ssl_password`` (secret), ``ssl_check_hostname``; the clients' ``request_timeout_ms``,
+    ``metadata_max_age_ms``, ``retry_backoff_ms``, ``reconnect_backoff_ms`` (librdkafka only: its first delay
+    before reconnecting to a broker) and ``connections_max_idle_ms``.
+
     Each source owns a consumer (its group membership) and each sink a producer, both built from these
     options; the client libraries keep their own sockets alive. The connection is the health gate: it is
     ready once cluster metadata could be fetched with these settings, and when a source or sink reports

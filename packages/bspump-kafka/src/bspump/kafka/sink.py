@@ -34,8 +34,8 @@ class KafkaSink(bspump.StreamingSink):
     Topic: ``topic_field`` (a key of dict events) or ``topic_context_key`` (a context key a processor
     set) when present, else the fixed ``topic``. Key: ``key_field`` of dict events, else the context's
     ``key`` (what KafkaSource read, so a topic-to-topic pipeline keeps its keys and partitioning) unless
-    ``key_from_context = false``. Headers: the context's ``headers`` unless ``headers_from_context = false``.
-    Values: ``format = auto`` writes bytes as they are, strings as UTF-8 and anything else as JSON;
+    ``key_from_context`` is false. Headers: the context's ``headers`` unless ``headers_from_context`` is
+    false. Values: ``format`` ``auto`` writes bytes as they are, strings as UTF-8 and anything else as JSON;
     ``json``, ``text`` and ``bytes`` force one encoding.
 
     Producer: ``acks`` (all, 1, 0; default all), ``compression_type`` (none, gzip, snappy, lz4, zstd),

@@ -43,6 +43,12 @@ class KafkaSource(bspump.PositionedSource[Partition]):
     ``group_id`` defaults to the pipeline ID, so the same pipeline started in several processes forms
     one consumer group and shares the partitions. ``auto_offset_reset`` defaults to ``earliest``: a new
     group reads what is already in the topic rather than silently skipping it.
+
+    Other keys: ``key_format`` (``bytes`` or ``text``: how the context's ``key`` is given);
+    ``fetch_timeout`` (how long one fetch waits for records); ``isolation_level`` (``read_uncommitted`` or
+    ``read_committed``); and the consumer's own ``session_timeout_ms``, ``heartbeat_interval_ms``,
+    ``max_poll_interval_ms`` (the source polls paused at a third of it while the pipeline is throttled),
+    ``fetch_max_wait_ms``, ``fetch_min_bytes``, ``fetch_max_bytes`` and ``max_partition_fetch_bytes``.
     """
 
     ConnectionType = KafkaConnection
