@@ -10,6 +10,7 @@ Public API::
     unbounded_numeric_keys(defaults)  numeric defaults that declare no range
     ConfigError                       every configuration problem, located as file:line [section] key
     is_secret, redact, redact_value, REDACTED
+    SecretMask                        hides configured secret values in any text
 """
 
 from .component import RESERVED_KEYS, ComponentConfig
@@ -17,7 +18,7 @@ from .errors import ConfigError
 from .loader import load_config, parse_config
 from .model import PipelinesConfig, Section
 from .parser import KNOWN_KINDS
-from .secrets import REDACTED, is_secret, redact, redact_value
+from .secrets import REDACTED, SecretMask, is_secret, redact, redact_value
 from .typed import Choice, Float, Int, Seconds, unbounded_numeric_keys
 
 __all__ = [
@@ -31,6 +32,7 @@ __all__ = [
     "Int",
     "PipelinesConfig",
     "Seconds",
+    "SecretMask",
     "Section",
     "is_secret",
     "load_config",
