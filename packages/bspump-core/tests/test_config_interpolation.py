@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from bspump.config import ConfigError, parse_config
-from bspump.config.interpolation import interpolate
+from bspump.config.interpolation import MAX_NESTING, interpolate
 
 
 def value(text: str, env: dict[str, str]) -> str:
@@ -103,3 +103,52 @@ def test_environ_defaults_to_os_environ(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("BSPUMP_TEST_HOST", "from-env")
     cfg = parse_config("[connection:PG]\nhost = ${BSPUMP_TEST_HOST}\n")
     assert cfg.connections()["PG"]["host"] == "from-env"
+
+
+# -- nesting limit and long values ---------------------------------------------------------------
+
+
+def nested(depth: int, inner: str = "x") -> str:
+    names = [f"V{i}" for i in range(depth)]
+    return "".join(f"${{{n}:-" for n in names) + inner + "}" * depth
+
+
+def test_nesting_up_to_the_limit_expands() -> None:
+    assert value(nested(MAX_NESTING), {}) == "x"
+    assert value(nested(MAX_NESTING), {"V5": "five"}) == "five"
+
+
+def test_deep_nesting_is_a_located_error_not_a_recursion_error() -> None:
+    with pytest.raises(ConfigError) as ei:
+        parse_config(f"[connection:X]\n\nk = {nested(2000)}\n", filename="p.conf", environ={})
+    assert str(ei.value) == f"p.conf:3 [connection:X] k: variable references nested more than {MAX_NESTING} deep"
+
+
+def test_too_deep_nesting_is_an_error_even_when_the_default_is_not_used() -> None:
+    # the verdict must not depend on the environment the file is checked in
+    with pytest.raises(ConfigError, match="nested more than"):
+        value(nested(MAX_NESTING + 1), {"V0": "set"})
+
+
+def test_dollar_before_a_closing_brace_is_literal() -> None:
+    assert value("${A:-x$}", {}) == "x$"
+    assert value("${A:-$$}", {}) == "$"
+    assert value("${A:-a}$}", {}) == "a$}"
+    assert value("}${A:-{b}}", {}) == "}{b}"
+
+
+def test_a_megabyte_value_with_many_references_expands_correctly() -> None:
+    text = nested(MAX_NESTING - 1, "$x${B}" * 100_000)
+    assert value(text, {"B": "b"}) == "$xb" * 100_000
+    assert value("$a" * 500_000, {}) == "$a" * 500_000
+
+
+def test_unterminated_reference_in_a_long_value() -> None:
+    with pytest.raises(ConfigError, match="unterminated"):
+        value("${A:-" + "$a}" * 100_000 + "${B", {})
+
+
+def test_a_huge_variable_name_is_cut_in_the_message() -> None:
+    with pytest.raises(ConfigError) as ei:
+        value("${" + "A" * 1_000_000 + "}", {})
+    assert len(str(ei.value)) < 300 and "AAA..." in str(ei.value)

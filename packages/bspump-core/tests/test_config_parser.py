@@ -227,3 +227,99 @@ def test_bom_and_crlf_are_accepted(tmp_path: Path) -> None:
 def test_empty_text_gives_empty_config() -> None:
     cfg = parse_config("")
     assert cfg.sections() == [] and cfg.connections() == {} and cfg.path is None
+
+
+# -- indented keys, line endings, encoding -------------------------------------------------------
+
+
+def test_indented_key_continues_the_value_and_is_reported() -> None:
+    cfg = parse_config(
+        "[pipeline:P:In]\ntype = core.FileSource\npath = in.jsonl\n  batch_size = 5\n\tformat=text\n",
+        filename="p.conf",
+        environ={},
+    )
+    # continuation semantics are kept (a multi-line value may hold such a line) ...
+    assert cfg.component("P", "In") == {"type": "core.FileSource", "path": "in.jsonl\nbatch_size = 5\nformat=text"}
+    # ... but each doubtful line is reported, with the line of the key it continues
+    assert cfg.warnings == [
+        "p.conf:4 [pipeline:P:In]: indented 'batch_size = 5' continues the value of 'path' (line 3); "
+        "remove the indentation if it is a key of its own",
+        "p.conf:5 [pipeline:P:In]: indented 'format = text' continues the value of 'path' (line 3); "
+        "remove the indentation if it is a key of its own",
+    ]
+
+
+def test_ordinary_continuations_give_no_warning() -> None:
+    cfg = parse_config(
+        "[connection:K]\nbootstrap_servers = a:9092,\n  b:9092\nquery = SELECT *\n  WHERE x == 1\n  AND y > 2\n",
+        environ={},
+    )
+    assert cfg.warnings == []
+    assert parse_config("[connection:K]\nhost = h\n").warnings == []
+
+
+def test_indented_key_warning_never_quotes_a_secret() -> None:
+    cfg = parse_config(
+        "[connection:K]\nhost = h\n  password = hunter2\n  dsn = pg://u:hunter2@h/db\n"
+        "private_key = -----BEGIN KEY-----\n  Zm9vYmFyYmF6hunter2=\n",
+        filename="p.conf",
+        environ={},
+    )
+    text = "\n".join(cfg.warnings)
+    assert "hunter2" not in text
+    assert cfg.warnings[0].startswith(
+        "p.conf:3 [connection:K]: indented 'password = ***' continues the value of 'host'"
+    )
+    assert "indented 'dsn = pg://u:***@h/db'" in cfg.warnings[1]
+    assert cfg.warnings[2].startswith(
+        "p.conf:6 [connection:K]: an indented line that reads like 'name = value' continues the value of "
+        "'private_key' (line 5)"
+    )
+
+
+def test_indented_key_warning_is_short_for_a_long_line() -> None:
+    cfg = parse_config("[connection:K]\nhost = h\n  path = " + "x" * 1_000_000 + "\n", environ={})
+    assert len(cfg.warnings) == 1 and len(cfg.warnings[0]) < 250
+
+
+def test_line_numbers_count_only_real_line_breaks() -> None:
+    # a form feed or U+2028 inside a line does not end it: the numbers match what an editor shows
+    cfg = parse_config("[connection:X]\na = 1\x0cstill a\nb = 2\u2028still b\rc = 3\r\nd = 4\n", filename="p.conf")
+    x = cfg.connections()["X"]
+    assert dict(x) == {"a": "1\x0cstill a", "b": "2\u2028still b", "c": "3", "d": "4"}
+    assert [x.line_of(k) for k in "abcd"] == [2, 3, 4, 5]
+
+
+def test_non_utf8_file_names_line_and_column(tmp_path: Path) -> None:
+    path = tmp_path / "p.conf"
+    path.write_bytes(b"[connection:X]\r\nhost = h\r\nuser = caf\xe9\r\n")
+    with pytest.raises(ConfigError) as ei:
+        load_config(path)
+    assert str(ei.value) == (
+        f"{path}:3: not valid UTF-8: byte 0xe9 at column 11 (byte offset 36 in the file); save the file as UTF-8"
+    )
+    assert ei.value.line == 3
+
+
+def test_non_utf8_byte_after_a_bom_is_counted_from_the_start_of_the_file(tmp_path: Path) -> None:
+    path = tmp_path / "p.conf"
+    path.write_bytes(b"\xef\xbb\xbf\xff[connection:X]\n")
+    with pytest.raises(ConfigError) as ei:
+        load_config(path)
+    assert str(ei.value) == (
+        f"{path}:1: not valid UTF-8: byte 0xff at column 1 (byte offset 3 in the file); save the file as UTF-8"
+    )
+
+
+def test_huge_unknown_section_kind_is_cut_in_the_message() -> None:
+    with pytest.raises(ConfigError) as ei:
+        parse_config("[" + "k" * 5_000_000 + "\x00]\n", filename="p.conf")
+    assert len(str(ei.value)) < 400 and "\x00" not in str(ei.value)
+
+
+def test_a_value_continued_over_many_lines_is_joined_in_order() -> None:
+    lines = [f"line {n}" for n in range(100_000)]
+    cfg = parse_config("[connection:X]\nempty =\n  first\nk = a\n" + "".join(f"  {x}\n" for x in lines), environ={})
+    x = cfg.connections()["X"]
+    assert x["k"] == "a\n" + "\n".join(lines)
+    assert x["empty"] == "first" and x.line_of("k") == 4

@@ -16,9 +16,10 @@ from .coerce import (
     parse_seconds,
     split_list,
 )
-from .errors import ConfigError
+from .errors import ConfigError, shown_value
 from .model import Section
 from .secrets import is_secret, redact, redact_value
+from .typed import Choice, TypedDefault
 
 __all__ = ["RESERVED_KEYS", "ComponentConfig"]
 
@@ -38,7 +39,11 @@ class ComponentConfig(Mapping[str, Any]):
 
     Keys are normalised to lower case (the INI habit); look-ups are case-insensitive.
     File values (strings) and ``str`` overrides are coerced by the type of the default
-    (see :func:`bspump.config.coerce.coerce`); other overrides are kept as given.
+    (see :func:`bspump.config.coerce.coerce`); other overrides are kept as given, except for
+    keys whose default is an :class:`~bspump.config.Int`, :class:`~bspump.config.Float`,
+    :class:`~bspump.config.Seconds` or :class:`~bspump.config.Choice`: every value of those,
+    typed or not, is checked against the declared range or choices, and stored as a plain
+    ``int``, ``float`` or ``str`` (so are the defaults themselves).
     With ``strict`` a key that is not in ``defaults`` (nor in ``RESERVED_KEYS``) is a
     ConfigError with a "did you mean"; without it, such keys are kept as given and listed
     in :attr:`unknown_keys`. ``label`` (e.g. ``"connection:PG"``) names the component in
@@ -66,7 +71,9 @@ class ComponentConfig(Mapping[str, Any]):
                     f"{label}: defaults declare {k!r} twice (keys are case-insensitive)"
                 )
             self._defaults[k] = value
-        self._values: dict[str, Any] = dict(self._defaults)
+        self._values: dict[str, Any] = {
+            k: v.plain() if isinstance(v, TypedDefault) else v for k, v in self._defaults.items()
+        }
         self._origins: dict[str, str] = dict.fromkeys(self._defaults, _DEFAULT)
         self.unknown_keys = []
         if section is not None:
@@ -78,13 +85,14 @@ class ComponentConfig(Mapping[str, Any]):
     def _set(self, key: str, value: Any, origin: str, strict: bool) -> None:
         self._origins[key] = origin
         if key in self._defaults:
-            if isinstance(value, str):
-                try:
-                    value = coerce(value, self._defaults[key])
-                except CoercionError as e:
-                    raise self._error(
-                        key, _expected_message(key, e.expected, value)
-                    ) from None
+            default = self._defaults[key]
+            try:
+                if isinstance(default, TypedDefault):
+                    value = default.check(value)
+                elif isinstance(value, str):
+                    value = coerce(value, default)
+            except CoercionError as e:
+                raise self._error(key, _expected_message(key, e.expected, value)) from None
         elif key not in RESERVED_KEYS:
             if strict:
                 raise self._error(key, _unknown_key_message(key, list(self._defaults)))
@@ -111,15 +119,11 @@ class ComponentConfig(Mapping[str, Any]):
 
     def getint(self, key: str, default: int | None = None) -> int:
         """``key`` as int; a string value is parsed. Missing and no default: ConfigError."""
-        return self._typed(
-            key, default, "an integer", _as_int, lambda s: int(s.strip())
-        )
+        return int(self._typed(key, default, "an integer", _as_int, lambda s: int(s.strip())))
 
     def getfloat(self, key: str, default: float | None = None) -> float:
         """``key`` as float; a string value is parsed. Missing and no default: ConfigError."""
-        return self._typed(
-            key, default, "a number", _as_float, lambda s: float(s.strip())
-        )
+        return float(self._typed(key, default, "a number", _as_float, lambda s: float(s.strip())))
 
     def getboolean(self, key: str, default: bool | None = None) -> bool:
         """``key`` as bool (true/false, yes/no, on/off, 1/0). Missing and no default: ConfigError."""
@@ -131,7 +135,18 @@ class ComponentConfig(Mapping[str, Any]):
 
     def getseconds(self, key: str, default: float | None = None) -> float:
         """``key`` as seconds: a number, or a string such as ``1.5``, ``250ms``, ``2s``, ``5m``, ``1h``."""
-        return self._typed(key, default, DURATION_TEXT, _as_float, parse_seconds)
+        return float(self._typed(key, default, DURATION_TEXT, _as_float, parse_seconds))
+
+    def getchoice(self, key: str) -> str:
+        """``key`` declared as a :class:`~bspump.config.Choice`: the value, already checked when
+        it entered the configuration and spelled as in the choices (``plaintext`` -> ``PLAINTEXT``).
+
+        Raises TypeError if ``key`` is not declared as a Choice (a programming error).
+        """
+        k = key.lower()
+        if not isinstance(self._defaults.get(k), Choice):
+            raise TypeError(f"{self._label}: {k!r} is not declared as a Choice in the defaults")
+        return str(self._values[k])
 
     def _typed(
         self,
@@ -234,13 +249,14 @@ def _unknown_key_message(key: str, known: list[str]) -> str:
     return f"unknown key{hint} (known keys: {', '.join(names)})"
 
 
-def _expected_message(key: str, expected: str, value: str) -> str:
+def _expected_message(key: str, expected: str, value: object) -> str:
     if is_secret(key):
         return f"expected {expected} (value hidden)"
-    shown = redact_value(value)
-    if len(shown) > 60:
-        shown = shown[:57] + "..."
-    return f"expected {expected}, got {shown!r}"
+    if isinstance(value, str):
+        return f"expected {expected}, got {shown_value(redact_value(value[:1000]))}"
+    if isinstance(value, (bool, int, float)) or value is None:
+        return f"expected {expected}, got {shown_value(value)}"
+    return f"expected {expected}, got {type(value).__name__}"
 
 
 def _as_str(value: Any) -> str | None:

@@ -69,14 +69,24 @@ class Section(Mapping[str, str]):
 
 
 class PipelinesConfig:
-    """All sections of a ``pipelines.conf`` in file order."""
+    """All sections of a ``pipelines.conf`` in file order.
+
+    :attr:`warnings` holds one line per doubtful but valid spot of the file (``file:line [section]:
+    ...``), for the application or ``bspump check`` to print; values of secrets are never quoted.
+    """
 
     path: str | None
+    warnings: list[str]
 
     def __init__(
-        self, sections: Iterable[Section] = (), path: str | None = None
+        self,
+        sections: Iterable[Section] = (),
+        path: str | None = None,
+        *,
+        warnings: Iterable[str] = (),
     ) -> None:
         self.path = path
+        self.warnings = list(warnings)
         self._sections: dict[str, Section] = {}
         for s in sections:
             if s.name in self._sections:

@@ -6,7 +6,12 @@ Format (a strict subset of what :mod:`configparser` accepts):
   and must be known, IDs are case-sensitive and stripped of surrounding blanks.
 - ``key = value`` or ``key: value`` (the first ``=`` or ``:`` separates); keys are normalised to
   lower case, values are stripped.
-- Indented lines following a key continue its value and are joined with a newline.
+- Indented lines following a key continue its value and are joined with a newline. An
+  indented line that reads like ``name = value`` still continues the value (a multi-line DSN or
+  query may hold one), but is reported in the warnings: it is more often a key indented by
+  mistake than a continuation.
+- Lines end at ``\r\n``, ``\r`` or ``\n`` (as in editors; a form feed or ``\u2028`` does not
+  end a line, so reported line numbers match what an editor shows).
 - Whole-line comments start with ``#`` or ``;``. There are no inline comments: ``#`` inside a
   value is kept (passwords and URL fragments may contain it). Blank lines are ignored.
 - Duplicate sections and duplicate keys within a section are errors.
@@ -20,9 +25,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Final
 
-from .errors import ConfigError
+from .errors import ConfigError, clip
+from .secrets import REDACTED, is_secret, redact_value
 
-__all__ = ["KNOWN_KINDS", "ParsedSection", "parse_ini"]
+__all__ = ["KNOWN_KINDS", "LINE_BREAK", "LINE_BREAK_BYTES", "ParsedSection", "parse_ini"]
+
+LINE_BREAK: Final = re.compile(r"\r\n|\r|\n")
+LINE_BREAK_BYTES: Final = re.compile(rb"\r\n|\r|\n")
+# an indented line that a reader would take for a key of its own: 'batch_size = 5'
+_LOOKS_LIKE_KEY: Final = re.compile(r"(?P<key>[A-Za-z_][A-Za-z0-9_.\-]*)\s*=(?!=)\s*(?P<value>.*)")
 
 # kind -> (min number of IDs, max number of IDs)
 _ID_COUNTS: Final[dict[str, tuple[int, int]]] = {
@@ -70,7 +81,7 @@ def _parse_header(
         close = difflib.get_close_matches(kind, known, n=1, cutoff=0.6)
         hint = f"did you mean '{close[0]}'? " if close else ""
         raise ConfigError(
-            f"unknown section kind '{parts[0]}'; {hint}(known kinds: {', '.join(known)})",
+            f"unknown section kind '{clip(parts[0])}'; {hint}(known kinds: {', '.join(known)})",
             file=filename,
             line=lineno,
             section=raw,
@@ -101,12 +112,17 @@ def _expected(kind: str, kinds: dict[str, tuple[int, int]]) -> str:
 
 
 def parse_ini(
-    text: str, *, filename: str = "<string>", extra_kinds: Iterable[str] = ()
+    text: str,
+    *,
+    filename: str = "<string>",
+    extra_kinds: Iterable[str] = (),
+    warnings: list[str] | None = None,
 ) -> list[ParsedSection]:
     """Parse INI text into sections in file order, keeping line numbers (1-based).
 
     ``extra_kinds`` admits further section kinds (with zero or more IDs), e.g. for plugins.
-    Raises ConfigError naming the file and line on any syntax error.
+    Raises ConfigError naming the file and line on any syntax error. Doubtful but valid lines
+    (an indented ``name = value``) are described in ``warnings`` when a list is given.
     """
     kinds = dict(_ID_COUNTS)
     for k in extra_kinds:
@@ -115,17 +131,22 @@ def parse_ini(
     seen: dict[str, int] = {}
     current: ParsedSection | None = None
     last_key: str | None = None  # key whose value an indented line would continue
+    # (section index, key) -> lines of a continued value, joined once at the end (joining as they
+    # come would copy the value again for every line)
+    continued: dict[tuple[int, str], list[str]] = {}
 
-    for lineno, line in enumerate(text.splitlines(), start=1):
+    for lineno, line in enumerate(LINE_BREAK.split(text), start=1):
         stripped = line.strip()
         if not stripped or stripped[0] in "#;":
             continue
         if line[0] in " \t" and current is not None and last_key is not None:
             value, key_line = current.entries[last_key]
-            current.entries[last_key] = (
-                f"{value}\n{stripped}" if value else stripped,
-                key_line,
-            )
+            if warnings is not None:
+                doubt = _indented_key(stripped, last_key, key_line)
+                if doubt:
+                    warnings.append(f"{filename}:{lineno} [{clip(current.name)}]: {doubt}")
+            parts = continued.setdefault((len(sections) - 1, last_key), [value] if value else [])
+            parts.append(stripped)
             continue
         if stripped.startswith("["):
             m = _HEADER.match(stripped)
@@ -181,4 +202,25 @@ def parse_ini(
             )
         current.entries[key] = (stripped[cut + 1 :].strip(), lineno)
         last_key = key
+    for (index, key), parts in continued.items():
+        entries = sections[index].entries
+        entries[key] = ("\n".join(parts), entries[key][1])
     return sections
+
+
+def _indented_key(line: str, continued_key: str, key_line: int) -> str | None:
+    """The warning for an indented continuation line that reads like a key of its own, or None."""
+    m = _LOOKS_LIKE_KEY.fullmatch(line)
+    if m is None:
+        return None
+    if is_secret(continued_key):  # the line may be part of the secret: do not quote it
+        what = "an indented line that reads like 'name = value'"
+    else:
+        name = m.group("key")
+        value = REDACTED if is_secret(name) else redact_value(m.group("value")[:200])
+        shown = f"{name} = {value}"
+        what = f"indented '{clip(shown if len(shown) <= 60 else shown[:57] + '...')}'"
+    return (
+        f"{what} continues the value of '{clip(continued_key)}' (line {key_line}); "
+        "remove the indentation if it is a key of its own"
+    )
