@@ -153,7 +153,7 @@ async def test_a_transient_write_error_is_retried_without_reconnecting_the_share
 async def test_a_link_write_error_reconnects_the_connection_and_is_retried() -> None:
     app = make_app()
     pool = app.get_service("bspump.PumpService").add_connection(
-        Pool(app, "DB", config={"reconnect_initial": 0.001, "reconnect_max": 0.002}))
+        Pool(app, "DB", config={"reconnect_initial": 0.01, "reconnect_max": 0.02}))
     p = pipeline(app, lambda p: FailingFirst(app, p, connection="DB", error=ConnectionResetError("reset"), times=2),
                  [[1, 2]])
     assert await run_app(app) == 0
@@ -235,7 +235,7 @@ class LaterSink(bspump.StreamingSink):
 async def test_streaming_sink_resends_only_what_failed_and_dead_letters_the_permanent() -> None:
     app = make_app()
     pool = app.get_service("bspump.PumpService").add_connection(
-        Pool(app, "Broker", config={"reconnect_initial": 0.001, "reconnect_max": 0.002}))
+        Pool(app, "Broker", config={"reconnect_initial": 0.01, "reconnect_max": 0.02}))
     refusals: dict[Any, list[BaseException]] = {
         "busy": [TimeoutError("queue full")],
         "bad": [ValueError("record too large")],

@@ -13,10 +13,12 @@ from typing import TYPE_CHECKING, Any
 
 from .checkpoint import CheckpointStore, FileCheckpointStore
 from .config import ComponentConfig, PipelinesConfig, load_config
+from .config.secrets import SecretMask
 from .declare import declare_connections_and_lookups, declare_pipelines, unused_sections
 from .pipeline import Pipeline
 from .plugins import Plugins
 from .registry import TypeRegistry
+from .secret_logging import masked_logs
 from .service import PumpService
 
 if TYPE_CHECKING:
@@ -51,6 +53,9 @@ class BSPumpApplication:
     ) -> None:
         self.environ: Mapping[str, str] = os.environ if environ is None else environ
         self.config = _load(config, self.environ)
+        #: Every configured secret value (from the file and from ``config=`` of components built in code):
+        #: masked in logs, errors, ``bspump check`` and ``/metrics``.
+        self.secrets = SecretMask.from_config(self.config)
         self.general = ComponentConfig(self.GeneralDefaults, self.config.section("general"), label="general")
         self._checkpoints: CheckpointStore | None = None
         self.plugins = Plugins(load_entry_points=load_plugins, environ=self.environ)
@@ -130,6 +135,10 @@ class BSPumpApplication:
         for problem in unused_sections(self):
             log.warning("%s: %s", self.config.path or "configuration", problem)
         handlers = self._install_signal_handlers()
+        for where in self.secrets.too_short:
+            log.warning("%s: a secret shorter than 4 characters cannot be masked in logs", where)
+        masking = masked_logs(self.secrets)
+        masking.__enter__()
         self.running = True
         try:
             if self.web is not None:
@@ -153,6 +162,7 @@ class BSPumpApplication:
                     await self.web.stop()
                 self._remove_signal_handlers(handlers)
                 self.running = False
+                masking.__exit__(None, None, None)
         return self.exit_code
 
     def stop(self, exit_code: int = 0) -> None:

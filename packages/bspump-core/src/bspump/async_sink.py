@@ -12,7 +12,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 from .batch import Batch
-from .config import Seconds
+from .config import Int, Seconds
 from .failures import ItemFailure
 from .policy import triage
 from .sink import WriterSink
@@ -44,13 +44,14 @@ class AsyncSink(WriterSink):
     """
 
     _bspump_base: ClassVar[bool] = True
-    ConfigDefaults: ClassVar[dict[str, Any]] = {"concurrency": 1, "retry_timeout": Seconds(60.0)}
+    ConfigDefaults: ClassVar[dict[str, Any]] = {
+        "concurrency": Int(1, min=1, max=256),
+        "retry_timeout": Seconds(60.0, min=0.0),
+    }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.concurrency = self.Config.getint("concurrency")
-        if self.concurrency < 1:
-            raise self.Config.error("concurrency", f"must be at least 1, got {self.concurrency}")
         self.retry_timeout = self.Config.getseconds("retry_timeout")
         self._queue: deque[Batch] = deque()
         self._running: deque[tuple[Batch, asyncio.Task[Outcome]]] = deque()

@@ -66,6 +66,8 @@ def build_config(
 ) -> ComponentConfig:
     """Effective configuration: class defaults < ``[section_name]`` of pipelines.conf < constructor ``config``."""
     section = app.config.section(section_name) if app.config is not None else None
+    if overrides:
+        app.secrets.add_mapping(overrides, f"[{section_name}]")
     return ComponentConfig(
         merged_defaults(cls),
         section,

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from .backoff import Backoff
 from .component import build_config, check_required, merged_required
-from .config import Seconds, redact_value
+from .config import Float, Int, Seconds, redact_value
 from .failures import ErrorKind, classify_error
 
 if TYPE_CHECKING:
@@ -59,12 +59,12 @@ class Connection(abc.ABC):
     _bspump_base: ClassVar[bool] = True
     ConfigRequired: ClassVar[tuple[str, ...]] = ()
     ConfigDefaults: ClassVar[dict[str, Any]] = {
-        "reconnect_initial": Seconds(0.5),
-        "reconnect_max": Seconds(30.0),
-        "reconnect_multiplier": 2.0,
-        "reconnect_jitter": 0.2,
-        "connect_timeout": Seconds(30.0),
-        "max_connect_attempts": 0,
+        "reconnect_initial": Seconds(0.5, min=0.01),
+        "reconnect_max": Seconds(30.0, min=0.01),
+        "reconnect_multiplier": Float(2.0, min=1.0, max=10.0),
+        "reconnect_jitter": Float(0.2, min=0.0, max=1.0),
+        "connect_timeout": Seconds(30.0, min=0.0),
+        "max_connect_attempts": Int(0, min=0),
     }
 
     def __init__(

@@ -28,7 +28,7 @@ class Lookup(Mapping[Any, Any]):
     """
 
     _bspump_base: ClassVar[bool] = True
-    ConfigDefaults: ClassVar[dict[str, Any]] = {"refresh": Seconds(0)}
+    ConfigDefaults: ClassVar[dict[str, Any]] = {"refresh": Seconds(0.0, min=0.0)}
     ConfigRequired: ClassVar[tuple[str, ...]] = ()
 
     def __init__(

@@ -12,12 +12,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 from .backoff import Backoff
 from .batch import Batch, Context
 from .component import Component, build_config
-from .config import Seconds
+from .config import Choice, Int, Seconds
 from .connection import Connection, ConnectionState
 from .delivery import Delivery
 from .errors import PipelineBuildError, PipelineStoppedError
 from .metrics import Counters
-from .policy import ErrorPolicy, PolicyEnforcer, StopRequested
+from .policy import POLICY_ALIASES, POLICY_NAMES, ErrorPolicy, PolicyEnforcer, StopRequested
 from .processor import Generator, Processor
 from .sink import Sink
 from .source import Source
@@ -86,14 +86,14 @@ class Pipeline:
     """
 
     ConfigDefaults: ClassVar[dict[str, Any]] = {
-        "max_in_flight": 10000,
-        "error_policy": "stop",
-        "retry_attempts": 3,
-        "retry_backoff": Seconds(0.2),
-        "retry_backoff_max": Seconds(10.0),
-        "retry_fallback": "stop",
+        "max_in_flight": Int(10000, min=1, max=10_000_000),
+        "error_policy": Choice("stop", POLICY_NAMES, aliases=POLICY_ALIASES),
+        "retry_attempts": Int(3, min=0, max=1000),
+        "retry_backoff": Seconds(0.2, min=0.001),
+        "retry_backoff_max": Seconds(10.0, min=0.001),
+        "retry_fallback": Choice("stop", POLICY_NAMES, aliases=POLICY_ALIASES),
         "dead_letter": "",
-        "drain_timeout": Seconds(30.0),
+        "drain_timeout": Seconds(30.0, min=0.0),
         "components": [],
     }
 
@@ -115,10 +115,8 @@ class Pipeline:
         self.error: BaseException | None = None
         self.in_flight = 0
         self.max_in_flight = self.Config.getint("max_in_flight")
-        if self.max_in_flight < 1:
-            raise self.Config.error("max_in_flight", f"must be at least 1, got {self.max_in_flight}")
-        self.error_policy = self._policy("error_policy")
-        self.retry_fallback = self._policy("retry_fallback")
+        self.error_policy = ErrorPolicy(self.Config.getchoice("error_policy"))
+        self.retry_fallback = ErrorPolicy(self.Config.getchoice("retry_fallback"))
         if self.retry_fallback is ErrorPolicy.RETRY:
             raise self.Config.error("retry_fallback", "cannot be 'retry'; choose stop, skip or dead-letter")
         self.retry_attempts = self.Config.getint("retry_attempts")
@@ -134,14 +132,6 @@ class Pipeline:
         self.policies = PolicyEnforcer(self)
         self.started_at: float | None = None
         self.stopped_at: float | None = None
-
-    def _policy(self, key: str) -> ErrorPolicy:
-        value = str(self.Config.get(key)).strip().lower().replace("_", "-")
-        try:
-            return ErrorPolicy(value)
-        except ValueError:
-            choices = ", ".join(p.value for p in ErrorPolicy)
-            raise self.Config.error(key, f"unknown error policy {value!r}; choose one of {choices}") from None
 
     # -- assembly ---------------------------------------------------------------------------------------
     def build(

@@ -45,6 +45,11 @@ class ErrorPolicy(enum.Enum):
     DEAD_LETTER = "dead-letter"
 
 
+#: The policies' names, as ``error_policy`` and ``retry_fallback`` take them, and other accepted spellings.
+POLICY_NAMES = tuple(policy.value for policy in ErrorPolicy)
+POLICY_ALIASES = {"dead_letter": "dead-letter", "deadletter": "dead-letter"}
+
+
 class StopRequested(Exception):
     """Raised inside the pipeline when the ``stop`` policy applies; carries the error to report."""
 

@@ -45,7 +45,7 @@ class PositionedSource(Source, Generic[P]):
     """
 
     _bspump_base: ClassVar[bool] = True
-    ConfigDefaults: ClassVar[dict[str, Any]] = {"commit_interval": Seconds(1.0)}
+    ConfigDefaults: ClassVar[dict[str, Any]] = {"commit_interval": Seconds(1.0, min=0.0)}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)

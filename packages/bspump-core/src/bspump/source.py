@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from .batch import Context
 from .component import Component
+from .config import Int, Seconds
 from .delivery import Delivery
 
 if TYPE_CHECKING:
@@ -99,7 +100,7 @@ class TriggerSource(Source):
     """
 
     _bspump_base: ClassVar[bool] = True
-    ConfigDefaults: ClassVar[dict[str, Any]] = {"interval": 0.0, "cycles": 0}
+    ConfigDefaults: ClassVar[dict[str, Any]] = {"interval": Seconds(0.0, min=0.0), "cycles": Int(0, min=0)}
 
     def __init__(
         self,

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any, ClassVar
 
 from .batch import Batch
-from .config import Seconds
+from .config import Int, Seconds
 from .failures import ItemFailure
 from .policy import triage
 from .sink import WriterSink
@@ -46,13 +46,14 @@ class StreamingSink(WriterSink):
     """
 
     _bspump_base: ClassVar[bool] = True
-    ConfigDefaults: ClassVar[dict[str, Any]] = {"queue_limit": 2, "retry_timeout": Seconds(0.0)}
+    ConfigDefaults: ClassVar[dict[str, Any]] = {
+        "queue_limit": Int(2, min=1, max=1000),
+        "retry_timeout": Seconds(0.0, min=0.0),
+    }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.queue_limit = self.Config.getint("queue_limit")
-        if self.queue_limit < 1:
-            raise self.Config.error("queue_limit", f"must be at least 1, got {self.queue_limit}")
         self.retry_timeout = self.Config.getseconds("retry_timeout")
         # (batch, attempt, monotonic time of its first failure) waiting to be handed to the client
         self._queue: deque[tuple[Batch, int, float | None]] = deque()

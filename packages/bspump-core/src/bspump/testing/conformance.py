@@ -446,7 +446,7 @@ class ConnectorConformance:
             await self.feed_origin(origin, self.make_events(0, self.event_count))
             flaky = failing_first(self.connection_class, 2) if self.connection_class is not None else None
             app = self.make_app(tmp_path, flaky)
-            pipeline = self._source_pipeline(app, origin, lambda p: MemorySink(app, p, id="Received"))
+            pipeline = self._source_pipeline(app, origin, _memory_sink(app))
             sink = pipeline.sink
             assert isinstance(sink, MemorySink)
             await run_until(app, lambda: len(sink.events) >= self.event_count, self.timeout / 2, "every event read")
@@ -466,12 +466,11 @@ class ConnectorConformance:
             for limit in (self.event_count // 3, self.event_count):
                 app = self.make_app(tmp_path)
                 seen = sum(len(r) for r in runs)
-                pipeline = self._source_pipeline(app, origin, lambda p, a=app: MemorySink(a, p, id="Received"),
-                                                 {"max_in_flight": self.batch_size})
+                pipeline = self._source_pipeline(app, origin, _memory_sink(app), {"max_in_flight": self.batch_size})
                 sink = pipeline.sink
                 assert isinstance(sink, MemorySink)
-                await run_until(app, lambda s=sink, need=limit - seen: len(s.events) >= need,  # type: ignore[misc]
-                                self.timeout / 3, f"{limit} events read in all")
+                await run_until(app, _holds_at_least(sink, limit - seen), self.timeout / 3,
+                                f"{limit} events read in all")
                 runs.append(list(map(self.number, sink.events)))
             return runs[0], runs[1]
 
@@ -498,7 +497,7 @@ class ConnectorConformance:
                             "every event but the held one read")
             batches = [[*map(self.number, batch)] for batch in holding.batches]
             app = self.make_app(tmp_path)
-            second = self._source_pipeline(app, origin, lambda p: MemorySink(app, p, id="Received"))
+            second = self._source_pipeline(app, origin, _memory_sink(app))
             sink = second.sink
             assert isinstance(sink, MemorySink)
             await run_until(app, lambda: held in map(self.number, sink.events), self.timeout / 3,
@@ -512,6 +511,14 @@ class ConnectorConformance:
         window = {n for batch in batches[start:] for n in batch}
         earlier = sorted(set(second) - window)
         assert not earlier, f"read again although committed before the held event: {earlier[:10]}"
+
+
+def _memory_sink(app: BSPumpApplication) -> Callable[[Pipeline], Sink]:
+    return lambda pipeline: MemorySink(app, pipeline, id="Received")
+
+
+def _holds_at_least(sink: MemorySink, count: int) -> Callable[[], bool]:
+    return lambda: len(sink.events) >= count
 
 
 def _defaults(cls: type[Any]) -> dict[str, Any]:

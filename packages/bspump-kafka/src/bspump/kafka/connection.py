@@ -7,6 +7,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import bspump
+from bspump.config import Choice, Int
 
 from .backend import Backend, load_backend
 from .options import CLIENTS, SASL_MECHANISMS, SECURITY_PROTOCOLS, ClientOptions
@@ -47,11 +48,11 @@ class KafkaConnection(bspump.Connection):
     """
 
     ConfigDefaults: ClassVar[dict[str, Any]] = {
-        "client": "aiokafka",
+        "client": Choice("aiokafka", CLIENTS),
         "bootstrap_servers": "localhost:9092",
         "client_id": "bspump",
-        "security_protocol": "PLAINTEXT",
-        "sasl_mechanism": "",
+        "security_protocol": Choice("PLAINTEXT", SECURITY_PROTOCOLS),
+        "sasl_mechanism": Choice("", SASL_MECHANISMS),
         "sasl_plain_username": "",
         "sasl_plain_password": "",
         "sasl_kerberos_service_name": "kafka",
@@ -60,11 +61,11 @@ class KafkaConnection(bspump.Connection):
         "ssl_keyfile": "",
         "ssl_password": "",
         "ssl_check_hostname": True,
-        "request_timeout_ms": 40000,
-        "metadata_max_age_ms": 300000,
-        "retry_backoff_ms": 100,
-        "reconnect_backoff_ms": 20,
-        "connections_max_idle_ms": 540000,
+        "request_timeout_ms": Int(40000, min=1),
+        "metadata_max_age_ms": Int(300000, min=0),
+        "retry_backoff_ms": Int(100, min=0),
+        "reconnect_backoff_ms": Int(20, min=0),
+        "connections_max_idle_ms": Int(540000, min=0),
     }
 
     def __init__(
@@ -74,7 +75,7 @@ class KafkaConnection(bspump.Connection):
         config: Mapping[str, Any] | None = None,
     ) -> None:
         super().__init__(app, connection_id, config=config)
-        self.client = self._choice("client", CLIENTS, lower=True)
+        self.client = self.Config.getchoice("client")
         self.options = self._read_options()
         try:
             self.backend: Backend = load_backend(self.client)
@@ -85,25 +86,15 @@ class KafkaConnection(bspump.Connection):
                 "install it with: pip install 'bspump-kafka[confluent]'",
             ) from None
 
-    def _choice(self, key: str, choices: tuple[str, ...], lower: bool = False) -> str:
-        value = str(self.Config.get(key) or "").strip()
-        value = value.lower() if lower else value.upper()
-        if value not in choices:
-            raise self.Config.error(key, f"expected one of {', '.join(choices)}, got {value!r}")
-        return value
-
     def _read_options(self) -> ClientOptions:
         config = self.Config
         servers = tuple(config.getlist("bootstrap_servers"))
         if not servers:
             raise config.error("bootstrap_servers", "is required: host:port of at least one broker")
-        protocol = self._choice("security_protocol", SECURITY_PROTOCOLS)
-        mechanism = str(config.get("sasl_mechanism") or "").strip().upper()
+        protocol = config.getchoice("security_protocol")
+        mechanism = config.getchoice("sasl_mechanism")
         if protocol.startswith("SASL_"):
             mechanism = mechanism or "PLAIN"
-            if mechanism not in SASL_MECHANISMS:
-                raise config.error("sasl_mechanism",
-                                   f"expected one of {', '.join(SASL_MECHANISMS)}, got {mechanism!r}")
             if mechanism in ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512") and not (
                 config.get("sasl_plain_username") and config.get("sasl_plain_password")
             ):

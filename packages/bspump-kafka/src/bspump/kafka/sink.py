@@ -9,6 +9,7 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import bspump
+from bspump.config import Choice, Int
 from bspump.context import DEAD_LETTER_KEYS, ERROR, OFFSET, PARTITION, TOPIC
 from bspump.streaming_sink import Confirm
 
@@ -60,12 +61,12 @@ class KafkaSink(bspump.StreamingSink):
         "key_field": "",
         "key_from_context": True,
         "headers_from_context": True,
-        "format": "auto",
-        "acks": "all",
-        "compression_type": "none",
-        "linger_ms": 5,
-        "max_batch_size": 262144,
-        "max_request_size": 1048576,
+        "format": Choice("auto", FORMATS),
+        "acks": Choice("all", ACKS, aliases={"-1": "all"}),
+        "compression_type": Choice("none", COMPRESSION_TYPES),
+        "linger_ms": Int(5, min=0),
+        "max_batch_size": Int(262144, min=1),
+        "max_request_size": Int(1048576, min=1),
         "enable_idempotence": False,
     }
 
@@ -90,20 +91,10 @@ class KafkaSink(bspump.StreamingSink):
         self.key_field = str(config.get("key_field") or "")
         self.key_from_context = config.getboolean("key_from_context")
         self.headers_from_context = config.getboolean("headers_from_context")
-        self.format = str(config.get("format")).strip().lower()
-        if self.format not in FORMATS:
-            raise config.error("format", f"expected one of {', '.join(FORMATS)}, got {self.format!r}")
-        acks = str(config.get("acks")).strip().lower()
-        acks = {"-1": "all"}.get(acks, acks)
-        if acks not in ACKS:
-            raise config.error("acks", f"expected one of {', '.join(ACKS)}, got {acks!r}")
-        compression = str(config.get("compression_type") or "none").strip().lower()
-        if compression not in COMPRESSION_TYPES:
-            raise config.error("compression_type",
-                               f"expected one of {', '.join(COMPRESSION_TYPES)}, got {compression!r}")
+        self.format = config.getchoice("format")
         self.settings = ProducerSettings(
-            acks=acks,
-            compression_type=compression,
+            acks=config.getchoice("acks"),
+            compression_type=config.getchoice("compression_type"),
             linger_ms=config.getint("linger_ms"),
             max_batch_size=config.getint("max_batch_size"),
             max_request_size=config.getint("max_request_size"),

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 import orjson
 
 import bspump
-from bspump.config import Seconds
+from bspump.config import Choice, Int, Seconds
 
 from .backend import ConsumerClient, Fetched, Partition
 from .connection import KafkaConnection
@@ -56,20 +56,20 @@ class KafkaSource(bspump.PositionedSource[Partition]):
         "topics": [],
         "topic_pattern": "",
         "group_id": "",
-        "auto_offset_reset": "earliest",
-        "format": "bytes",
-        "key_format": "bytes",
-        "batch_size": 1000,
-        "fetch_timeout": Seconds(0.5),
-        "revoke_timeout": Seconds(10.0),
-        "session_timeout_ms": 10000,
-        "heartbeat_interval_ms": 3000,
-        "max_poll_interval_ms": 300000,
-        "fetch_max_wait_ms": 500,
-        "fetch_min_bytes": 1,
-        "fetch_max_bytes": 52428800,
-        "max_partition_fetch_bytes": 1048576,
-        "isolation_level": "read_uncommitted",
+        "auto_offset_reset": Choice("earliest", OFFSET_RESETS, aliases={"smallest": "earliest", "largest": "latest"}),
+        "format": Choice("bytes", FORMATS, aliases={"utf-8": "text", "utf8": "text", "raw": "bytes"}),
+        "key_format": Choice("bytes", KEY_FORMATS, aliases={"utf-8": "text", "utf8": "text"}),
+        "batch_size": Int(1000, min=1, max=100_000),
+        "fetch_timeout": Seconds(0.5, min=0.001),
+        "revoke_timeout": Seconds(10.0, min=0.0),
+        "session_timeout_ms": Int(10000, min=1),
+        "heartbeat_interval_ms": Int(3000, min=1),
+        "max_poll_interval_ms": Int(300000, min=1),
+        "fetch_max_wait_ms": Int(500, min=0),
+        "fetch_min_bytes": Int(1, min=1),
+        "fetch_max_bytes": Int(52428800, min=1),
+        "max_partition_fetch_bytes": Int(1048576, min=1),
+        "isolation_level": Choice("read_uncommitted", ISOLATION_LEVELS),
     }
 
     def __init__(
@@ -94,19 +94,16 @@ class KafkaSource(bspump.PositionedSource[Partition]):
                 re.compile(pattern)
             except re.error as exc:
                 raise config.error("topic_pattern", f"is not a valid regular expression: {exc}") from None
-        self.format = _choice(config, "format", FORMATS, {"utf-8": "text", "utf8": "text", "raw": "bytes"})
-        self.key_format = _choice(config, "key_format", KEY_FORMATS, {"utf-8": "text", "utf8": "text"})
+        self.format = config.getchoice("format")
+        self.key_format = config.getchoice("key_format")
         self.batch_size = config.getint("batch_size")
-        if self.batch_size < 1:
-            raise config.error("batch_size", "must be at least 1")
         self.fetch_timeout = config.getseconds("fetch_timeout")
         self.revoke_timeout = config.getseconds("revoke_timeout")
         self.settings = ConsumerSettings(
             group_id=str(config.get("group_id") or "") or str(getattr(pipeline, "id", "") or self.id),
             topics=topics,
             topic_pattern=pattern,
-            auto_offset_reset=_choice(config, "auto_offset_reset", OFFSET_RESETS,
-                                      {"smallest": "earliest", "largest": "latest"}),
+            auto_offset_reset=config.getchoice("auto_offset_reset"),
             session_timeout_ms=config.getint("session_timeout_ms"),
             heartbeat_interval_ms=config.getint("heartbeat_interval_ms"),
             max_poll_interval_ms=config.getint("max_poll_interval_ms"),
@@ -114,7 +111,7 @@ class KafkaSource(bspump.PositionedSource[Partition]):
             fetch_min_bytes=config.getint("fetch_min_bytes"),
             fetch_max_bytes=config.getint("fetch_max_bytes"),
             max_partition_fetch_bytes=config.getint("max_partition_fetch_bytes"),
-            isolation_level=_choice(config, "isolation_level", ISOLATION_LEVELS, {}),
+            isolation_level=config.getchoice("isolation_level"),
         )
         self.client: ConsumerClient | None = None
         self._fetched: dict[Partition, int] = {}  # next offset to fetch, per partition (for the lag)
@@ -260,14 +257,6 @@ class KafkaSource(bspump.PositionedSource[Partition]):
 
 def _decode_text(value: bytes) -> str:
     return value.decode("utf-8")
-
-
-def _choice(config: Any, key: str, choices: tuple[str, ...], aliases: Mapping[str, str]) -> str:
-    value = str(config.get(key) or "").strip().lower()
-    value = aliases.get(value, value)
-    if value not in choices:
-        raise config.error(key, f"expected one of {', '.join(choices)}, got {value!r}")
-    return value
 
 
 def _describe(partitions: list[Partition]) -> str:
