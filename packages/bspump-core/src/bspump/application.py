@@ -73,6 +73,8 @@ class BSPumpApplication:
             from .web import WebServer  # deferred: prometheus-client costs ~80 ms to import
 
             self.web = WebServer.from_config(self)
+            if self.web is not None:
+                self.web.mask = self.secrets.mask
         declare_connections_and_lookups(self)
         self.plugins.extend_application(self)
 
