@@ -5,7 +5,9 @@ Extra arguments after `--` go to pytest (e.g. `nox -s integration -- -k kafka`).
 
 from __future__ import annotations
 
+import json
 import os
+import tempfile
 from pathlib import Path
 
 import nox
@@ -18,7 +20,7 @@ TEST_TOOLS = ["pytest>=8", "pytest-asyncio>=0.24"]
 
 nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.reuse_existing_virtualenvs = True
-nox.options.sessions = ["lint", "typing", "core_install", "tests", "tests_all", "docs", "integration"]
+nox.options.sessions = ["lint", "typing", "core_install", "tests", "tests_all", "docs", "template", "integration"]
 
 
 def _editable(*packages: str) -> list[str]:
@@ -58,6 +60,45 @@ def tests_all(session: nox.Session) -> None:
                     *[arg for p in CONNECTORS for arg in ("-e", f"{ROOT / 'packages' / p}{_extras(p)}")])
     for package in PACKAGES:
         session.run("pytest", str(ROOT / "packages" / package / "tests"), "-q", *session.posargs)
+
+
+#: The plugin the template session generates: a name of two parts, so that its classes are AcmeDbConnection...
+TEMPLATE_PLUGIN = "acme_db"
+
+
+@nox.session(python=PYTHON, reuse_venv=False)
+def template(session: nox.Session) -> None:
+    """`bspump new-plugin` end to end: the plugin it writes, installed into an empty venv with bspump-core alone,
+    is listed by `bspump plugins` with its types and passes its own tests; then ruff and mypy --strict over it."""
+    # Installed as a user installs it: a wheel (so the template files must ship in it), built from the working
+    # tree every time (uv would reuse a wheel it built before from the same path).
+    rebuild = ["--reinstall-package", "bspump-core"] if session.venv_backend == "uv" else []
+    session.install(*rebuild, str(ROOT / "packages" / "bspump-core"))
+    with tempfile.TemporaryDirectory(prefix="bspump-template-") as folder:
+        session.run("bspump", "new-plugin", TEMPLATE_PLUGIN, "--directory", folder)
+        plugin = Path(folder) / f"bspump-{TEMPLATE_PLUGIN.replace('_', '-')}"
+        session.install(f"{plugin}[test]")
+        _check_plugin_listed(session, session.run("bspump", "plugins", "--json", silent=True))
+        with session.chdir(plugin):
+            session.run("pytest", "-q", "-p", "no:cacheprovider", *session.posargs)
+            session.install("ruff>=0.8", "mypy>=1.13")
+            session.run("ruff", "check", "--no-cache", ".")
+            session.run("mypy", "--cache-dir", str(Path(folder) / "mypy-cache"))
+
+
+def _check_plugin_listed(session: nox.Session, listing: object) -> None:
+    """`bspump plugins --json` lists the generated plugin as loaded, from its distribution, with its three types."""
+    prefix = "".join(part.capitalize() for part in TEMPLATE_PLUGIN.split("_"))
+    expected = [f"connection:{TEMPLATE_PLUGIN}.{prefix}Connection", f"source:{TEMPLATE_PLUGIN}.{prefix}Source",
+                f"sink:{TEMPLATE_PLUGIN}.{prefix}Sink"]
+    rows = {row["name"]: row for row in json.loads(str(listing))}
+    row = rows.get(TEMPLATE_PLUGIN)
+    if row is None:
+        session.error(f"bspump plugins does not list {TEMPLATE_PLUGIN} (it lists {', '.join(rows)})")
+    found = (row["status"], row["distribution"], row["types"], row["error"])
+    if found != ("loaded", f"bspump-{TEMPLATE_PLUGIN.replace('_', '-')}", expected, None):
+        session.error(f"bspump plugins lists {TEMPLATE_PLUGIN} as {found}; expected loaded with {expected}")
+    session.log(f"bspump plugins: {TEMPLATE_PLUGIN} loaded with {', '.join(expected)}")
 
 
 @nox.session(python=PYTHON)

@@ -1,4 +1,4 @@
-"""The ``bspump`` command: run, check, plugins, --version."""
+"""The ``bspump`` command: run, check, plugins, new-plugin, --version."""
 
 from __future__ import annotations
 
@@ -20,6 +20,7 @@ from .config import ConfigError, redact
 from .declare import unused_sections
 from .errors import BSPumpError
 from .plugins import Plugins
+from .template import command_new_plugin
 from .version import __version__
 
 log = logging.getLogger("bspump.cli")
@@ -176,6 +177,10 @@ def build_parser() -> argparse.ArgumentParser:
     plugins = commands.add_parser("plugins", help="list installed plugins, their types and load errors")
     plugins.add_argument("--json", action="store_true")
     plugins.set_defaults(handler=command_plugins)
+    new_plugin = commands.add_parser("new-plugin", help="write a new plugin distribution, bspump-NAME, to start from")
+    new_plugin.add_argument("name", help="the plugin's name: lowercase letters, digits and _ (e.g. my_store)")
+    new_plugin.add_argument("--directory", default=".", help="where to write bspump-NAME (default: here)")
+    new_plugin.set_defaults(handler=command_new_plugin)
     return parser
 
 

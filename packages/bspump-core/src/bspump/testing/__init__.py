@@ -4,9 +4,12 @@ connector passes against its real server (:class:`ConnectorConformance`; needs p
 from __future__ import annotations
 
 import importlib
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .helpers import RUN_TIMEOUT, CountingSource, SlowSink, make_app, run_app, run_until, wait_for, write_conf
+
+if TYPE_CHECKING:  # imported on first use (it needs pytest); type checkers see the real class
+    from .conformance import ConnectorConformance
 
 __all__ = [
     "RUN_TIMEOUT",
