@@ -133,7 +133,7 @@ def typing(session: nox.Session) -> None:
 
 @nox.session(python=PYTHON)
 def docs(session: nox.Session) -> None:
-    """Build the Sphinx site (warnings are errors) and run every example of the seed page."""
+    """Build the Sphinx site (warnings are errors) and run the Python examples of every page."""
     session.install("sphinx>=8", *TEST_TOOLS, *_editable("bspump-core"),
                     *[arg for p in CONNECTORS for arg in ("-e", f"{ROOT / 'packages' / p}")])
     session.run("sphinx-build", "-W", "-q", "-b", "html", str(ROOT / "docs"), str(ROOT / "docs" / "_build" / "html"))
