@@ -115,6 +115,12 @@ def test_an_existing_folder_is_never_overwritten(tmp_path: Path) -> None:
     assert (existing / "pyproject.toml").read_text() == "mine"
 
 
+def test_a_directory_that_is_a_file_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "plugins").write_text("")
+    with pytest.raises(TemplateError, match="plugins is not a folder; nothing was written"):
+        new_plugin("sqlite", tmp_path / "plugins")
+
+
 def test_the_longest_name_keeps_every_python_line_within_the_line_length(tmp_path: Path) -> None:
     name = "x" * MAX_NAME_LENGTH
     target = new_plugin(name, tmp_path)

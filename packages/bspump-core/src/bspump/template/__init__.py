@@ -125,9 +125,12 @@ def new_plugin(name: str, directory: str | os.PathLike[str] = ".") -> Path:
     """
     names = plugin_names(name)
     files = render(names)
-    target = Path(directory) / names.distribution
+    parent = Path(directory)
+    target = parent / names.distribution
+    if parent.exists() and not parent.is_dir():
+        raise TemplateError(f"{parent} is not a folder; nothing was written")
     try:
-        target.parent.mkdir(parents=True, exist_ok=True)
+        parent.mkdir(parents=True, exist_ok=True)
         target.mkdir()
     except FileExistsError:
         raise TemplateError(f"{target} already exists; nothing was written (remove it, or write elsewhere with "
