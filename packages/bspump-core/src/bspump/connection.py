@@ -3,9 +3,11 @@
 Call order (what the framework calls, and when):
 
 1. ``__init__`` when the application is assembled; read ``self.Config`` here, do no I/O.
-2. ``connect()`` once when the application starts (again after every failure, with backoff). Create the
+2. ``preflight()`` by ``bspump check`` and before the application starts: verify what can be known
+   without connecting (files exist, ports are valid); raise ``ConfigError`` via ``self.Config.error``.
+3. ``connect()`` once when the application starts (again after every failure, with backoff). Create the
    client here; raise on failure.
-3. ``disconnect()`` before each reconnect attempt and once at shutdown, after the last pipeline using the
+4. ``disconnect()`` before each reconnect attempt and once at shutdown, after the last pipeline using the
    connection drained. Release the client; it may be called for a half-opened client.
 
 Sources and sinks ask :meth:`Connection.classify` what kind of failure an error of their client is
@@ -105,6 +107,15 @@ class Connection(abc.ABC):
         (:func:`bspump.failures.classify_error`).
         """
         return classify_error(error)
+
+    def preflight(self) -> None:
+        """Verify what can be known without connecting: files exist, ports are valid and free.
+
+        Called by ``bspump check`` and by the application before it starts anything (no connection is
+        open, no lookup loaded, no pipeline started yet). Raise :class:`~bspump.config.ConfigError` via
+        ``self.Config.error(key, message)`` so that the error names ``file:line [section] key``; the
+        default checks nothing. Keep it quick and synchronous: it runs once, before the pipelines.
+        """
 
     # -- observation ----------------------------------------------------------------------------------
     @property
