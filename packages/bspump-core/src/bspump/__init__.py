@@ -8,7 +8,7 @@ from pkgutil import extend_path
 __path__ = extend_path(__path__, __name__)
 
 from ._missing import connector_attribute, install_missing_connector_hint
-from .application import BSPumpApplication
+from .application import BSPumpApplication, PreflightError
 from .async_sink import AsyncSink
 from .batch import Batch, Context
 from .checkpoint import CheckpointError, CheckpointStore, FileCheckpointStore
@@ -34,6 +34,7 @@ from .errors import (
     PipelineStoppedError,
     PluginError,
     ProcessingError,
+    StartupError,
     UnknownConnectionError,
     UnknownIdError,
 )
@@ -93,6 +94,7 @@ __all__ = [
     "PipelineStoppedError",
     "PluginError",
     "PositionTracker",
+    "PreflightError",
     "PositionedSource",
     "ProcessingError",
     "Processor",
@@ -100,6 +102,7 @@ __all__ = [
     "Sink",
     "Source",
     "StdinSource",
+    "StartupError",
     "StdoutSink",
     "StreamingSink",
     "Trigger",

@@ -15,11 +15,12 @@ from .checkpoint import CheckpointStore, FileCheckpointStore
 from .config import ComponentConfig, ConfigError, PipelinesConfig, load_config
 from .config.secrets import SecretMask
 from .declare import declare_connections_and_lookups, declare_pipelines, unused_sections
+from .errors import describe_error
 from .pipeline import Pipeline
 from .plugins import Plugins
 from .registry import TypeRegistry
 from .secret_logging import masked_logs
-from .service import PumpService, describe_error
+from .service import PumpService
 
 if TYPE_CHECKING:
     from .web import WebServer

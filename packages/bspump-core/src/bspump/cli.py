@@ -25,9 +25,8 @@ import orjson
 from .application import BSPumpApplication
 from .config import ConfigError, redact
 from .declare import unused_sections
-from .errors import BSPumpError
+from .errors import BSPumpError, StartupError, describe_error
 from .plugins import Plugins
-from .service import StartupError, describe_error
 from .version import __version__
 
 log = logging.getLogger("bspump.cli")

@@ -8,11 +8,10 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from .config import ConfigError, Section
 from .connection import Connection
-from .errors import BSPumpError, PluginError, UnknownIdError
+from .errors import BSPumpError, PluginError, UnknownIdError, describe_error
 from .lookup import Lookup
 from .pipeline import Pipeline
 from .registry import base_class
-from .service import describe_error
 from .sink import Sink
 
 if TYPE_CHECKING:

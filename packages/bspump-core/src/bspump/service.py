@@ -7,9 +7,8 @@ import fnmatch
 import logging
 from typing import TYPE_CHECKING, Any
 
-from .config import ConfigError, redact_value
 from .connection import Connection
-from .errors import BSPumpError, DuplicateIdError, UnknownConnectionError, UnknownIdError
+from .errors import BSPumpError, DuplicateIdError, StartupError, UnknownConnectionError, UnknownIdError, describe_error
 from .lookup import Lookup
 from .pipeline import Pipeline
 
@@ -17,16 +16,6 @@ if TYPE_CHECKING:
     from .application import BSPumpApplication
 
 log = logging.getLogger("bspump.service")
-
-
-class StartupError(BSPumpError, RuntimeError):
-    """A lookup or pipeline failed to start; the message names its section (``file:line [lookup:ID]``)."""
-
-
-def describe_error(error: BaseException) -> str:
-    """``Type: message`` on one line, with credentials in URLs and ``password=`` values hidden."""
-    text = " ".join(str(error).split()) if str(error) else ""
-    return f"{type(error).__name__}: {redact_value(text)}" if text else type(error).__name__
 
 
 class PumpService:
@@ -113,7 +102,7 @@ class PumpService:
         for lookup in self.lookups.values():
             try:
                 await lookup.start()
-            except (ConfigError, BSPumpError):
+            except BSPumpError:  # ConfigError included: already located
                 raise
             except Exception as exc:
                 raise StartupError(f"{self._where(f'lookup:{lookup.id}')}: lookup {lookup.id!r} failed to load: "
@@ -121,7 +110,7 @@ class PumpService:
         for pipeline in self.pipelines.values():
             try:
                 await pipeline.start()
-            except (ConfigError, BSPumpError):
+            except BSPumpError:  # ConfigError included: already located
                 raise
             except Exception as exc:
                 raise StartupError(f"{self._where(f'pipeline:{pipeline.id}')}: pipeline {pipeline.id!r} failed to "
