@@ -16,6 +16,8 @@ import pytest
 SRC = Path(__file__).resolve().parents[1] / "src"
 REPO = Path(__file__).resolve().parents[3]
 QUICKSTART = REPO / "examples" / "quickstart"
+#: The smallest pipeline a configuration file can declare, for tests about its other sections.
+A_PIPELINE = "\n[pipeline:P:In]\ntype = core.MemorySource\n\n[pipeline:P:Out]\ntype = core.NullSink\n"
 
 
 def bspump(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
@@ -82,7 +84,7 @@ def test_check_reports_bad_configuration_with_location(tmp_path: Path) -> None:
 
 def test_check_never_prints_secrets(tmp_path: Path) -> None:
     conf = tmp_path / "pipelines.conf"
-    conf.write_text("[connection:DB]\ntype = tests_conn:Conn\npassword = ${DB_PASSWORD}\nhost = db\n")
+    conf.write_text("[connection:DB]\ntype = tests_conn:Conn\npassword = ${DB_PASSWORD}\nhost = db\n" + A_PIPELINE)
     (tmp_path / "tests_conn.py").write_text(
         "import bspump\nclass Conn(bspump.Connection):\n    async def connect(self): pass\n")
     result = bspump("check", str(conf), env={"DB_PASSWORD": "hunter2-very-secret"}, cwd=tmp_path)
@@ -141,8 +143,9 @@ def test_check_warns_about_sections_nothing_uses(tmp_path: Path) -> None:
     conf = tmp_path / "pipelines.conf"
     conf.write_text(
         "[connection:KafkaConection]\nbootstrap_servers = k:9092\n\n[pipeline:Nobody]\nerror_policy = skip\n"
+        + A_PIPELINE
     )
     result = bspump("check", str(conf))
     assert result.returncode == 0, result.stderr
-    assert "warning: [connection:KafkaConection] configures no connection (known: none)" in result.stdout
-    assert "warning: [pipeline:Nobody] configures no pipeline" in result.stdout
+    assert f"warning: {conf}:1 [connection:KafkaConection] configures no connection (known: none)" in result.stdout
+    assert f"warning: {conf}:4 [pipeline:Nobody] configures no pipeline" in result.stdout

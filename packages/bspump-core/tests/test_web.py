@@ -175,7 +175,7 @@ def test_web_key_ranges(tmp_path: Path) -> None:
     for value in ("0", "4097", "-1"):
         with pytest.raises(bspump.ConfigError,
                            match=rf"pipelines.conf:3 \[web\] max_connections: expected an integer from 1 to 4096, "
-                                 rf"got {value}"):
+                                 rf"got '{value}'"):
             make_app(write_conf(tmp_path, f"[web]\nlisten = 127.0.0.1:0\nmax_connections = {value}\n"))
     app = make_app(write_conf(tmp_path, "[web]\nlisten = 127.0.0.1:0\nmax_connections = 4096\n"))
     assert app.web is not None and app.web.max_connections == 4096
@@ -188,7 +188,7 @@ async def test_a_port_in_use_is_a_one_line_error_naming_web_listen(tmp_path: Pat
         second = make_app(write_conf(tmp_path, f"[web]\nlisten = 127.0.0.1:{port}\n", name="second.conf"))
         with pytest.raises(bspump.ConfigError,
                            match=rf"second.conf:2 \[web\] listen: cannot listen on 127.0.0.1:{port}: "
-                                 r"Address already in use$"):
+                                 r"address already in use$"):
             await run_app(second)
         status, _, _ = await http_get(port, "/health")  # the first one is unharmed
         assert status == 200

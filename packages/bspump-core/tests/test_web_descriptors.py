@@ -149,7 +149,11 @@ async def hold_connections(port: int, count: int) -> list[asyncio.StreamWriter]:
 async def test_held_connections_with_few_descriptors_do_not_starve_health(
         tmp_path: Path, descriptors: int, web_keys: str, attackers: int) -> None:
     conf = write_conf(tmp_path, f"[web]\nlisten = 127.0.0.1:0\n{web_keys}")
-    async with child(RUN_WITH_FEW_DESCRIPTORS, str(descriptors), str(conf)) as run:
+    # A Python target: an application that serves only the endpoint keeps running (a configuration file
+    # without a pipeline is an error of `bspump run`).
+    target = tmp_path / "app.py"
+    target.write_text(f"import bspump\napp = bspump.BSPumpApplication({str(conf)!r}, load_plugins=False)\n")
+    async with child(RUN_WITH_FEW_DESCRIPTORS, str(descriptors), str(target)) as run:
         port = await asyncio.wait_for(run.port, 10)
         held = await asyncio.wait_for(hold_connections(port, attackers), 10)
         try:

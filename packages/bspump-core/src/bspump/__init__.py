@@ -8,7 +8,7 @@ from pkgutil import extend_path
 __path__ = extend_path(__path__, __name__)
 
 from ._missing import connector_attribute, install_missing_connector_hint
-from .application import BSPumpApplication
+from .application import BSPumpApplication, PreflightError
 from .async_sink import AsyncSink
 from .batch import Batch, Context
 from .checkpoint import CheckpointError, CheckpointStore, FileCheckpointStore
@@ -34,6 +34,7 @@ from .errors import (
     PipelineStoppedError,
     PluginError,
     ProcessingError,
+    StartupError,
     UnknownConnectionError,
     UnknownIdError,
 )
@@ -94,11 +95,13 @@ __all__ = [
     "PluginError",
     "PositionTracker",
     "PositionedSource",
+    "PreflightError",
     "ProcessingError",
     "Processor",
     "PumpService",
     "Sink",
     "Source",
+    "StartupError",
     "StdinSource",
     "StdoutSink",
     "StreamingSink",

@@ -125,6 +125,15 @@ class Component(abc.ABC):  # noqa: B024 -- its kinds (Source, Sink, ...) declare
             raise self.Config.error("connection", f"{type(self).__name__} needs a {self.ConnectionType.__name__}; "
                                                   f"{self.connection!r} is not one")
 
+    def preflight(self) -> None:
+        """Verify what can be known without connecting: files exist, ports are valid and free.
+
+        Called by ``bspump check`` and by the application before it starts anything (no connection is
+        open, no lookup loaded, no pipeline started yet). Raise :class:`~bspump.config.ConfigError` via
+        ``self.Config.error(key, message)`` so that the error names ``file:line [section] key``; the
+        default checks nothing. Keep it quick and synchronous: it runs once, before the pipelines.
+        """
+
     def _default_connection(self, wanted: type[Connection]) -> Connection:
         service = self.app.pump_service
         if wanted.__name__ in service.connections:

@@ -3,9 +3,11 @@
 Call order (what the framework calls, and when):
 
 1. ``__init__`` when the application is assembled; read ``self.Config`` here, do no I/O.
-2. ``connect()`` once when the application starts (again after every failure, with backoff). Create the
+2. ``preflight()`` by ``bspump check`` and before the application starts: verify what can be known
+   without connecting (files exist, ports are valid); raise ``ConfigError`` via ``self.Config.error``.
+3. ``connect()`` once when the application starts (again after every failure, with backoff). Create the
    client here; raise on failure.
-3. ``disconnect()`` before each reconnect attempt and once at shutdown, after the last pipeline using the
+4. ``disconnect()`` before each reconnect attempt and once at shutdown, after the last pipeline using the
    connection drained. Release the client; it may be called for a half-opened client.
 
 Sources and sinks ask :meth:`Connection.classify` what kind of failure an error of their client is
@@ -24,7 +26,8 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from .backoff import Backoff
 from .component import build_config, check_required, merged_required
-from .config import Float, Int, Seconds, redact_value
+from .config import Float, Int, Seconds
+from .errors import describe_error
 from .failures import ErrorKind, classify_error
 
 if TYPE_CHECKING:
@@ -106,6 +109,15 @@ class Connection(abc.ABC):
         """
         return classify_error(error)
 
+    def preflight(self) -> None:
+        """Verify what can be known without connecting: files exist, ports are valid and free.
+
+        Called by ``bspump check`` and by the application before it starts anything (no connection is
+        open, no lookup loaded, no pipeline started yet). Raise :class:`~bspump.config.ConfigError` via
+        ``self.Config.error(key, message)`` so that the error names ``file:line [section] key``; the
+        default checks nothing. Keep it quick and synchronous: it runs once, before the pipelines.
+        """
+
     # -- observation ----------------------------------------------------------------------------------
     @property
     def ready(self) -> bool:
@@ -166,7 +178,7 @@ class Connection(abc.ABC):
             return
         self.failure_count += 1
         self.last_error = error
-        log.warning("connection %r: failure reported (%s); reconnecting", self.id, _describe(error))
+        log.warning("connection %r: failure reported (%s); reconnecting", self.id, describe_error(error))
         self._task = asyncio.create_task(self._connect_loop(reconnect=True), name=f"reconnect:{self.id}")
         self._task.add_done_callback(self._loop_done)
 
@@ -190,7 +202,7 @@ class Connection(abc.ABC):
             try:
                 await self.disconnect()
             except Exception as exc:
-                log.warning("connection %r: disconnect failed: %s", self.id, _describe(exc))
+                log.warning("connection %r: disconnect failed: %s", self.id, describe_error(exc))
         self._set_state(ConnectionState.CLOSED)
 
     async def _connect_loop(self, reconnect: bool) -> None:
@@ -219,14 +231,14 @@ class Connection(abc.ABC):
                 if max_attempts and attempt >= max_attempts:
                     log.error(
                         "connection %r: giving up after %d attempts: %s (raise max_connect_attempts in "
-                        "[connection:%s], 0 retries for ever)", self.id, attempt, _describe(exc), self.id,
+                        "[connection:%s], 0 retries for ever)", self.id, attempt, describe_error(exc), self.id,
                     )
                     self.app.stop(exit_code=1)
                     return
                 delay = backoff.next_delay()
                 log.warning(
                     "connection %r: connect attempt %d failed: %s; retrying in %.2fs",
-                    self.id, attempt, _describe(exc), delay,
+                    self.id, attempt, describe_error(exc), delay,
                 )
                 await asyncio.sleep(delay)
                 continue
@@ -239,7 +251,7 @@ class Connection(abc.ABC):
         try:
             await self.disconnect()
         except Exception as exc:  # cleaning up a half-open client: the reconnect matters, not this
-            log.debug("connection %r: disconnect before reconnect failed: %s", self.id, _describe(exc))
+            log.debug("connection %r: disconnect before reconnect failed: %s", self.id, describe_error(exc))
 
     def _loop_done(self, task: asyncio.Task[None]) -> None:
         if task is self._task:
@@ -249,11 +261,3 @@ class Connection(abc.ABC):
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.id!r} {self.state.value}>"
-
-
-def _describe(error: BaseException | None) -> str:
-    """A one-line description of an error with credentials in URLs hidden."""
-    if error is None:
-        return "no details"
-    text = str(error) or type(error).__name__
-    return f"{type(error).__name__}: {redact_value(text)}" if str(error) else text

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import difflib
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .config import ConfigError, Section
 from .connection import Connection
-from .errors import PluginError
+from .errors import BSPumpError, PluginError, UnknownIdError, describe_error
 from .lookup import Lookup
 from .pipeline import Pipeline
 from .registry import base_class
@@ -18,6 +19,8 @@ if TYPE_CHECKING:
 
 _COMPONENT_KINDS = ("source", "processor", "sink")
 
+T = TypeVar("T")
+
 
 def _resolve(app: BSPumpApplication, section: Section, kinds: tuple[str, ...]) -> type:
     name = section["type"].strip()
@@ -27,6 +30,10 @@ def _resolve(app: BSPumpApplication, section: Section, kinds: tuple[str, ...]) -
             return app.registry.resolve(kind, name)
         except PluginError as exc:
             errors.append(exc)
+        except Exception as exc:  # `module:Class` ran the module, and the module raised
+            raise ConfigError(f"importing {name.partition(':')[0]!r} for type {name!r} failed: {describe_error(exc)}",
+                              file=section.file, line=section.line_of("type"), section=section.name,
+                              key="type") from exc
     message = str(errors[0])
     if len(kinds) > 1 and ":" not in name:
         # Suggest across every kind the section may hold: a mistyped sink must not be offered a source.
@@ -56,12 +63,12 @@ def declare_connections_and_lookups(app: BSPumpApplication) -> None:
         if "type" in section:
             cls = _resolve(app, section, ("connection",))
             _expect(section, cls, Connection, "a Connection")
-            app.pump_service.add_connection(cls(app, connection_id))
+            app.pump_service.add_connection(_build(section, cls, app, connection_id))
     for lookup_id, section in config.lookups().items():
         if "type" in section:
             cls = _resolve(app, section, ("lookup",))
             _expect(section, cls, Lookup, "a Lookup")
-            app.pump_service.add_lookup(cls(app, lookup_id))
+            app.pump_service.add_lookup(_build(section, cls, app, lookup_id))
 
 
 def declare_pipelines(app: BSPumpApplication) -> list[Pipeline]:
@@ -94,7 +101,7 @@ def declare_pipelines(app: BSPumpApplication) -> list[Pipeline]:
             if not any(issubclass(cls, base_class(kind)) for kind in _COMPONENT_KINDS):
                 raise ConfigError(f"{cls.__name__} is not a Source, Processor or Sink", file=section.file,
                                   line=section.line_of("type"), section=section.name, key="type")
-            component = cls(app, pipeline, id=component_id)
+            component = _build(section, cls, app, pipeline, id=component_id)
             if component_id == dead_letter_id:
                 _expect(section, cls, Sink, "a Sink (it is the dead-letter sink)")
                 dead_letter = component
@@ -104,6 +111,23 @@ def declare_pipelines(app: BSPumpApplication) -> list[Pipeline]:
         app.pump_service.add_pipeline(pipeline)
         built.append(pipeline)
     return built
+
+
+def _build(section: Section, create: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    """``create(*args, **kwargs)``, its failures located at ``section``: an unknown connection ID at its
+    ``connection`` key, any other error but a ConfigError (already located) or a bspump error at ``type``."""
+    try:
+        return create(*args, **kwargs)
+    except UnknownIdError as exc:
+        if exc.kind == "connection" and "connection" in section:
+            raise ConfigError(str(exc), file=section.file, line=section.line_of("connection"),
+                              section=section.name, key="connection") from exc
+        raise ConfigError(str(exc), file=section.file, line=section.line, section=section.name) from exc
+    except (ConfigError, BSPumpError):
+        raise
+    except Exception as exc:
+        raise ConfigError(f"building it failed: {describe_error(exc)}", file=section.file,
+                          line=section.line_of("type"), section=section.name, key="type") from exc
 
 
 def _pipelines_with_components(app: BSPumpApplication) -> list[str]:
@@ -121,7 +145,8 @@ def _expect(section: Section, cls: type, base: type, what: str) -> None:
 
 
 def unused_sections(app: BSPumpApplication) -> list[str]:
-    """Sections that nothing consumed (a likely typo in an ID); ``[pipeline:ID]`` ones are validated too."""
+    """Sections that nothing consumed (a likely typo in an ID), each as ``file:line [section] ...``;
+    ``[pipeline:ID]`` ones are validated too."""
     from .component import build_config
 
     service = app.pump_service
@@ -129,16 +154,16 @@ def unused_sections(app: BSPumpApplication) -> list[str]:
     for section in app.config.sections():
         ids = section.ids
         if section.kind == "connection" and ids[0] not in service.connections:
-            unused.append(f"[{section.name}] configures no connection (known: {_known(service.connections)})")
+            unused.append(f"{section.location()} configures no connection (known: {_known(service.connections)})")
         elif section.kind == "lookup" and ids[0] not in service.lookups:
-            unused.append(f"[{section.name}] configures no lookup (known: {_known(service.lookups)})")
+            unused.append(f"{section.location()} configures no lookup (known: {_known(service.lookups)})")
         elif section.kind == "pipeline" and ids[0] not in service.pipelines:
             if len(ids) == 1:
                 build_config(Pipeline, app, section.name, None)  # report typos in its keys all the same
-            unused.append(f"[{section.name}] configures no pipeline (known: {_known(service.pipelines)})")
+            unused.append(f"{section.location()} configures no pipeline (known: {_known(service.pipelines)})")
         elif section.kind == "pipeline" and len(ids) == 2 and service.pipelines[ids[0]].locate(ids[1]) is None:
             components = [c.id for c in service.pipelines[ids[0]].components]
-            unused.append(f"[{section.name}] configures no component of pipeline {ids[0]!r} "
+            unused.append(f"{section.location()} configures no component of pipeline {ids[0]!r} "
                           f"(its components: {', '.join(components)})")
     return unused
 

@@ -58,3 +58,17 @@ class ProcessingError(BSPumpError):
 
 class PluginError(BSPumpError):
     """A plugin could not be loaded or registered, or a type name does not resolve."""
+
+
+class StartupError(BSPumpError, RuntimeError):
+    """A lookup or pipeline failed to start; the message names its section (``file:line [lookup:ID]``)."""
+
+
+def describe_error(error: BaseException | None) -> str:
+    """``Type: message`` on one line, with credentials in URLs and ``password=`` values hidden."""
+    from .config.secrets import redact_value  # here: the config package imports this module
+
+    if error is None:
+        return "no details"
+    text = " ".join(str(error).split())
+    return f"{type(error).__name__}: {redact_value(text)}" if text else type(error).__name__

@@ -21,9 +21,10 @@ log = logging.getLogger("bspump.lookup")
 class Lookup(Mapping[Any, Any]):
     """Reference data for processors (geo-IP tables, user directories, code lists).
 
-    Call order: :meth:`load` once before any pipeline starts (a failure stops the start-up with the
-    lookup's ID), then every ``refresh`` seconds if configured (a failed refresh keeps the previous data
-    and is logged). Processors read it with ``lookup[key]``, ``lookup.get(key)`` and ``key in lookup``.
+    Call order: :meth:`preflight` (by ``bspump check`` and before the application starts), then
+    :meth:`load` once before any pipeline starts (a failure stops the start-up naming ``[lookup:ID]``),
+    then every ``refresh`` seconds if configured (a failed refresh keeps the previous data and is
+    logged). Processors read it with ``lookup[key]``, ``lookup.get(key)`` and ``key in lookup``.
     Configuration comes from ``[lookup:ID]``.
     """
 
@@ -48,6 +49,15 @@ class Lookup(Mapping[Any, Any]):
     @abc.abstractmethod
     async def load(self) -> Mapping[Any, Any]:
         """Fetch the data and return it as a mapping; called at start and at every refresh."""
+
+    def preflight(self) -> None:
+        """Verify what can be known without connecting: files exist, ports are valid and free.
+
+        Called by ``bspump check`` and by the application before it starts anything (no connection is
+        open, no lookup loaded, no pipeline started yet). Raise :class:`~bspump.config.ConfigError` via
+        ``self.Config.error(key, message)`` so that the error names ``file:line [section] key``; the
+        default checks nothing. Keep it quick and synchronous: it runs once, before the pipelines.
+        """
 
     async def start(self) -> None:
         """Load the first time and start refreshing if ``refresh`` is set."""

@@ -8,7 +8,7 @@ import logging
 from typing import TYPE_CHECKING, Any
 
 from .connection import Connection
-from .errors import DuplicateIdError, UnknownConnectionError, UnknownIdError
+from .errors import BSPumpError, DuplicateIdError, StartupError, UnknownConnectionError, UnknownIdError, describe_error
 from .lookup import Lookup
 from .pipeline import Pipeline
 
@@ -92,16 +92,33 @@ class PumpService:
 
     # -- lifecycle --------------------------------------------------------------------------------------
     async def start(self) -> None:
-        """Open connections, load lookups, start pipelines."""
+        """Open connections, load lookups, start pipelines.
+
+        A lookup that fails to load or a pipeline that fails to start raises :class:`StartupError` naming
+        its section; a :class:`~bspump.config.ConfigError` or a bspump error passes as it is.
+        """
         for connection in self.connections.values():
             await connection.open()
         for lookup in self.lookups.values():
             try:
                 await lookup.start()
+            except BSPumpError:  # ConfigError included: already located
+                raise
             except Exception as exc:
-                raise RuntimeError(f"lookup {lookup.id!r} failed to load: {type(exc).__name__}: {exc}") from exc
+                raise StartupError(f"{self._where(f'lookup:{lookup.id}')}: lookup {lookup.id!r} failed to load: "
+                                   f"{describe_error(exc)}") from exc
         for pipeline in self.pipelines.values():
-            await pipeline.start()
+            try:
+                await pipeline.start()
+            except BSPumpError:  # ConfigError included: already located
+                raise
+            except Exception as exc:
+                raise StartupError(f"{self._where(f'pipeline:{pipeline.id}')}: pipeline {pipeline.id!r} failed to "
+                                   f"start: {describe_error(exc)}") from exc
+
+    def _where(self, section_name: str) -> str:
+        section = self.app.config.section(section_name)
+        return section.location() if section is not None else f"[{section_name}]"
 
     async def stop(self) -> None:
         """Drain every pipeline, then close connections and stop lookups."""
@@ -110,6 +127,26 @@ class PumpService:
             await connection.close()
         for lookup in self.lookups.values():
             await lookup.stop()
+
+    async def stop_now(self, timeout: float) -> None:
+        """The forced stop: no draining; each connection gets ``timeout`` seconds to close, lookups stop.
+
+        What was in flight stays unacknowledged (and its positions uncommitted, so it is read again).
+        """
+        await asyncio.gather(*(self._close_within(c, timeout) for c in self.connections.values()))
+        for lookup in self.lookups.values():
+            await lookup.stop()
+
+    @staticmethod
+    async def _close_within(connection: Connection, timeout: float) -> None:
+        try:
+            async with asyncio.timeout(timeout):
+                await connection.close()
+        except TimeoutError:
+            log.warning("connection %r: not closed within %.1fs of the forced stop; abandoned", connection.id,
+                        timeout)
+        except Exception as exc:
+            log.warning("connection %r: closing at the forced stop failed: %s", connection.id, describe_error(exc))
 
     def all_finished(self) -> bool:
         """True when there are pipelines and every one has stopped."""

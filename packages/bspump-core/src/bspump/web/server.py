@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import logging
+import os
 import socket
 import time
 from collections.abc import Callable
@@ -14,7 +15,7 @@ from typing import TYPE_CHECKING, Final
 import orjson
 from prometheus_client import CollectorRegistry, generate_latest
 
-from ..config import ComponentConfig
+from ..config import ComponentConfig, ConfigError, Int
 from ..pipeline import PipelineState
 from .collector import EndpointCollector, EndpointStats, PipelineCollector
 from .connections import ConnectionTable, OpenConnection
@@ -28,7 +29,6 @@ __all__ = ["WebServer"]
 
 log = logging.getLogger("bspump.web")
 
-MAX_CONNECTIONS_RANGE: Final = (1, 4096)
 LOG_INTERVAL: Final = 10.0  # seconds between two log lines of the same kind
 _BACKLOG: Final = socket.SOMAXCONN  # a prober queued behind an attack waits in the backlog, not in SYN retries
 _ACCEPT_PAUSE: Final = (0.01, 1.0)  # first and longest pause after a failed accept (doubling in between)
@@ -76,7 +76,7 @@ class WebServer:
     it to hide configured secret values (identity by default).
     """
 
-    ConfigDefaults = {"listen": "", "max_connections": 64}
+    ConfigDefaults = {"listen": "", "max_connections": Int(64, min=1, max=4096)}
 
     #: Seconds within which the whole request head must arrive.
     head_timeout: float = 5.0
@@ -119,9 +119,6 @@ class WebServer:
         if port > 65535:
             raise config.error("listen", f"port {port} is out of range 0-65535")
         max_connections = config.getint("max_connections")
-        low, high = MAX_CONNECTIONS_RANGE
-        if not low <= max_connections <= high:
-            raise config.error("max_connections", f"expected an integer from {low} to {high}, got {max_connections}")
         return cls(app, host.strip("[]") or "127.0.0.1", port, max_connections=max_connections, config=config)
 
     @property
@@ -146,7 +143,7 @@ class WebServer:
             addresses = await loop.getaddrinfo(self.host or None, self.port, type=socket.SOCK_STREAM,
                                                flags=socket.AI_PASSIVE)
         except socket.gaierror as exc:
-            raise self._config.error("listen", f"cannot resolve {self.host!r}: {exc.strerror}") from None
+            raise self._unusable(exc) from None
         try:
             for family, kind, proto, _, address in dict.fromkeys(addresses):
                 if self._listeners:  # with port 0, every address gets the port the first one was given
@@ -155,7 +152,7 @@ class WebServer:
                 self.port = self._listeners[0].getsockname()[1]
         except OSError as exc:
             self._close_listeners()
-            raise self._config.error("listen", f"cannot listen on {self.host}:{self.port}: {exc.strerror}") from None
+            raise self._unusable(exc) from None
         self._accepting = [asyncio.create_task(self._accept(listener), name="bspump web accept")
                            for listener in self._listeners]
         log.info("web endpoint on http://%s:%d (/metrics, /health, /ready)", self.host, self.port)
@@ -186,6 +183,24 @@ class WebServer:
             sock.close()
             raise
         return sock
+
+    def preflight(self) -> None:
+        """Bind ``[web] listen`` for a moment, as :meth:`start` will: an unknown host or an address that cannot
+        be bound (in use, not local) is a ConfigError naming ``[web] listen``. Called by ``bspump check`` and
+        before the application starts."""
+        try:
+            addresses = socket.getaddrinfo(self.host or None, self.port, type=socket.SOCK_STREAM,
+                                           flags=socket.AI_PASSIVE)
+            for family, kind, proto, _, address in dict.fromkeys(addresses):
+                self._listen(family, kind, proto, address).close()
+        except OSError as exc:
+            raise self._unusable(exc) from None
+
+    def _unusable(self, error: OSError) -> ConfigError:
+        if isinstance(error, socket.gaierror):
+            return self._config.error("listen", f"cannot resolve {self.host!r}: {error.strerror}")
+        reason = os.strerror(error.errno).lower() if error.errno else str(error)
+        return self._config.error("listen", f"cannot listen on {self.host}:{self.port}: {reason}")
 
     def _close_listeners(self) -> None:
         for sock in self._listeners:

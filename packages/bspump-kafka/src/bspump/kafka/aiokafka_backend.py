@@ -67,8 +67,7 @@ class _Listener(ConsumerRebalanceListener):  # type: ignore[misc]
         partitions = [(tp.topic, tp.partition) for tp in revoked]
         if not partitions:
             return
-        for tp in revoked:  # records held back by idle() belong to the next owner now
-            self.client._held.pop(tp, None)
+        self.client.drop_held(revoked)  # records held back by idle() belong to the next owner now
         offsets = await self.client.on_revoke(partitions)
         if offsets:
             try:
@@ -134,6 +133,11 @@ class AiokafkaConsumer:
         data = await consumer.getmany(timeout_ms=0)
         for tp, records in data.items():  # fetched before the pause took effect: kept, not lost
             self._held.setdefault(tp, []).extend(records)
+
+    def drop_held(self, partitions: Any) -> None:
+        """Forget records that a paused poll returned for ``partitions`` (revoked: the next owner reads them)."""
+        for tp in partitions:
+            self._held.pop(tp, None)
 
     async def commit(self, offsets: Mapping[Partition, int]) -> None:
         assert self._consumer is not None
