@@ -126,3 +126,9 @@ def test_required_methods_are_abstract(base: type, method: str) -> None:
             subclass(app, "X")
         else:
             subclass(app, bspump.Pipeline(app, "P"))
+
+
+def test_configuration_errors_are_bspump_errors() -> None:
+    """One ``except bspump.BSPumpError`` catches every error bspump raises about its input."""
+    assert issubclass(bspump.ConfigError, bspump.BSPumpError)
+    assert issubclass(bspump.PreflightError, bspump.ConfigError)

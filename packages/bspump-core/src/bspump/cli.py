@@ -23,7 +23,7 @@ from typing import Any, TextIO
 import orjson
 
 from .application import BSPumpApplication
-from .config import ConfigError, redact
+from .config import ConfigError, redact, redact_value
 from .declare import unused_sections
 from .errors import BSPumpError, StartupError, describe_error
 from .plugins import Plugins
@@ -127,7 +127,7 @@ def load_application(path_text: str, purpose: str) -> BSPumpApplication:
     # does not fire; then pick up the application it built.
     try:
         namespace = runpy.run_path(str(path), run_name=f"__bspump_{purpose}__")
-    except (ConfigError, BSPumpError):
+    except BSPumpError:  # ConfigError included
         raise
     except Exception as exc:
         raise ScriptError(f"{path}: {describe_error(exc)}") from exc
@@ -158,7 +158,7 @@ def _require_a_pipeline(app: BSPumpApplication, path: str) -> None:
 
 # -- run -------------------------------------------------------------------------------------------------
 def command_run(args: argparse.Namespace) -> int:
-    app = load_application(args.path, "run")
+    app = args.app = load_application(args.path, "run")
     return asyncio.run(_run(app, show=args.progress and sys.stderr.isatty(), tracebacks=args.tracebacks))
 
 
@@ -253,25 +253,29 @@ def print_summary(app: BSPumpApplication, elapsed: float, out: TextIO) -> None:
 
 # -- check -----------------------------------------------------------------------------------------------
 def command_check(args: argparse.Namespace) -> int:
-    app = load_application(args.path, "check")
+    app = args.app = load_application(args.path, "check")
     service = app.pump_service
-    print(f"configuration: {app.config.path or '(none)'}")
+
+    def show(line: str) -> None:  # everything check prints passes the application's secret mask
+        print(app.secrets.mask(line))
+
+    show(f"configuration: {app.config.path or '(none)'}")
     for connection in service.connections.values():
-        print(f"connection {connection.id}: {type(connection).__module__}.{type(connection).__name__} "
-              f"{orjson.dumps(redact(dict(connection.Config)), default=str).decode()}")
+        show(f"connection {connection.id}: {type(connection).__module__}.{type(connection).__name__} "
+             f"{orjson.dumps(redact(dict(connection.Config)), default=str).decode()}")
     for lookup in service.lookups.values():
-        print(f"lookup {lookup.id}: {type(lookup).__name__}")
+        show(f"lookup {lookup.id}: {type(lookup).__name__}")
     for pipeline in service.pipelines.values():
         chain = " -> ".join(f"{c.id} ({type(c).__name__})" for c in pipeline.components)
-        print(f"pipeline {pipeline.id}: {chain}")
+        show(f"pipeline {pipeline.id}: {chain}")
     for info in app.plugins.failed():
-        print(f"warning: plugin {info.name} failed to load: {info.error}")
+        show(f"warning: plugin {info.name} failed to load: {info.error}")
     for warning in app.warnings():
-        print(f"warning: {warning}")
+        show(f"warning: {warning}")
     if not service.pipelines:
-        print(f"warning: {args.path} builds no pipeline; run would only serve [web] (if set) until stopped")
+        show(f"warning: {args.path} builds no pipeline; run would only serve [web] (if set) until stopped")
     app.preflight()  # PreflightError: main prints each failure on its line, exit code 2
-    print("ok: configuration is valid (nothing was connected)")
+    show("ok: configuration is valid (nothing was connected)")
     return 0
 
 
@@ -348,29 +352,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         result: Any = args.handler(args)
     except KeyboardInterrupt:  # a signal before the application installed its handlers, or after it ended
-        _error("interrupted", tracebacks=args.tracebacks)
+        _error("interrupted", args)
         return 128 + signal.SIGINT
     except StartupError as exc:
-        _error(str(exc), tracebacks=args.tracebacks)
+        _error(str(exc), args)
         return 1
-    except (ConfigError, UsageError, BSPumpError) as exc:
-        _error(str(exc), tracebacks=args.tracebacks)
+    except (UsageError, BSPumpError) as exc:  # ConfigError is a BSPumpError
+        _error(str(exc), args)
         return 2
     except ScriptError as exc:
-        _error(f"{exc} (--log-level DEBUG shows the traceback)", tracebacks=args.tracebacks)
+        _error(f"{exc} (--log-level DEBUG shows the traceback)", args)
         return 1
     except Exception as exc:
-        _error(f"{describe_error(exc)} (--log-level DEBUG shows the traceback)", tracebacks=args.tracebacks)
+        _error(f"{describe_error(exc)} (--log-level DEBUG shows the traceback)", args)
         return 1
     return int(result)
 
 
-def _error(message: str, tracebacks: bool) -> None:
-    """``bspump: error: ...`` for each line of ``message``; the traceback first if asked for."""
-    if tracebacks:
-        traceback.print_exc()
+def _error(message: str, args: argparse.Namespace) -> None:
+    """``bspump: error: ...`` for each line of ``message``, the traceback first if asked for; configured
+    secrets masked once the application exists."""
+    app: BSPumpApplication | None = getattr(args, "app", None)
+    mask = app.secrets.mask if app is not None else redact_value
+    if args.tracebacks:
+        sys.stderr.write(mask("".join(traceback.format_exc())))
     for line in message.splitlines() or [""]:
-        print(f"bspump: error: {line}", file=sys.stderr)
+        print(mask(f"bspump: error: {line}"), file=sys.stderr)
 
 
 if __name__ == "__main__":

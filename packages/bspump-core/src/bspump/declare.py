@@ -123,7 +123,7 @@ def _build(section: Section, create: Callable[..., T], *args: Any, **kwargs: Any
             raise ConfigError(str(exc), file=section.file, line=section.line_of("connection"),
                               section=section.name, key="connection") from exc
         raise ConfigError(str(exc), file=section.file, line=section.line, section=section.name) from exc
-    except (ConfigError, BSPumpError):
+    except BSPumpError:  # ConfigError included
         raise
     except Exception as exc:
         raise ConfigError(f"building it failed: {describe_error(exc)}", file=section.file,

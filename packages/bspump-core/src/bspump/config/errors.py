@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Final
 
+from ..errors import BSPumpError
+
 __all__ = ["ConfigError", "clip", "shown_value"]
 
 #: Longest value quoted in a message: a 5 MB value must not become a 5 MB error line.
@@ -28,7 +30,7 @@ def clip(name: str, limit: int = NAME_LIMIT) -> str:
     return text if len(text) <= limit and len(name) <= limit else text[: limit - 3] + "..."
 
 
-class ConfigError(Exception):
+class ConfigError(BSPumpError):
     """Raised for bad configuration.
 
     ``str()`` reads ``file:line [section] key: message`` (parts that are unknown are left out),
