@@ -22,6 +22,7 @@ from conftest import TopicFactory
 
 import bspump
 import bspump.kafka
+from bspump.testing import run_until, wait_for
 
 pytestmark = [pytest.mark.kafka]
 
@@ -145,27 +146,6 @@ async def end_offsets(bootstrap: str, topic: str, partitions: int) -> list[int]:
         return [ends[tp] for tp in tps]
     finally:
         await consumer.stop()
-
-
-async def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(0.05)
-
-
-async def run_until(app: bspump.BSPumpApplication, predicate: Callable[[], bool], timeout: float,
-                    what: str) -> None:
-    task = asyncio.create_task(app.run_async())
-    try:
-        await wait_until(lambda: predicate() or task.done(), timeout, what)
-        if task.done():
-            task.result()
-            raise AssertionError(f"the application stopped before {what}")
-    finally:
-        app.stop()
-        await asyncio.wait_for(task, 60)
 
 
 @pytest.fixture(params=CLIENTS)
@@ -373,13 +353,13 @@ async def test_source_reports_its_lag(kafka_bootstrap: str, kafka_topic_factory:
     svc.add_pipeline(pipeline)
     task = asyncio.create_task(app.run_async())
     try:
-        await wait_until(lambda: pipeline.in_flight >= 400 and not pipeline.ready, 60, "the source throttled")
+        await wait_for(lambda: pipeline.in_flight >= 400 and not pipeline.ready, 60, "the source throttled")
         ends = dict(enumerate(await end_offsets(kafka_bootstrap, source_topic, 2)))
 
         def expected_lag() -> int:  # over the partitions read from; the client's watermarks refresh ~1/s
             return sum(ends[partition] - position for (_, partition), position in source._fetched.items())
 
-        await wait_until(lambda: source.gauges().get("lag") == expected_lag(), 10, "the lag")
+        await wait_for(lambda: source.gauges().get("lag") == expected_lag(), 10, "the lag")
         gauges = pipeline.metrics()["components"]["KafkaSource"]["gauges"]
         assert gauges["partitions"] == 2
         assert gauges["partitions_unread"] == 2 - len(source._fetched)
@@ -437,11 +417,11 @@ async def test_a_throttled_source_stays_in_its_group(
     svc.add_pipeline(pipeline)
     task = asyncio.create_task(app.run_async())
     try:
-        await wait_until(lambda: not pipeline.ready, 60, "the source throttled")
+        await wait_for(lambda: not pipeline.ready, 60, "the source throttled")
         await asyncio.sleep(10)  # well past max_poll_interval_ms
         assert source.revocations == 0, "the member left its group while throttled"
         sink.release()
-        await wait_until(lambda: sink.acked >= total, 60, "every event acknowledged")
+        await wait_for(lambda: sink.acked >= total, 60, "every event acknowledged")
         assert source.revocations == 0
     finally:
         app.stop()
@@ -562,10 +542,10 @@ async def test_broker_restart_mid_stream_loses_nothing(
                               {"topic": target_topic}, {"max_in_flight": 1000})
     task = asyncio.create_task(app.run_async())
     try:
-        await wait_until(lambda: sink_count(pipeline) >= 1000 or task.done(), 60, "1000 events written")
+        await wait_for(lambda: sink_count(pipeline) >= 1000 or task.done(), 60, "1000 events written")
         await asyncio.to_thread(server_control.restart, "kafka")
         await produce(kafka_bootstrap, source_topic, json_values(first, first + 1000))
-        await wait_until(lambda: sink_count(pipeline) >= first + 1000 or task.done(), 180,
+        await wait_for(lambda: sink_count(pipeline) >= first + 1000 or task.done(), 180,
                          "every event written after the restart")
         assert not task.done(), "the application stopped instead of reconnecting"
     finally:
@@ -652,7 +632,7 @@ async def test_confluent_producer_waits_for_room_when_librdkafkas_queue_is_full(
         events: list[Any] = [{"n": i} for i in range(500)]
         headers = [[("n", str(i).encode())] for i in range(500)] if with_headers else None
         await producer.send(OutBatch(topic, events, headers=headers, encode=encode_auto), reports.append)
-        await wait_until(lambda: bool(reports), 30, "every delivery report")
+        await wait_for(lambda: bool(reports), 30, "every delivery report")
     finally:
         await producer.close()
     assert reports == [[]]
@@ -678,11 +658,11 @@ async def test_confluent_producer_isolates_values_that_do_not_encode_and_learns_
         events: list[Any] = [{"n": i} for i in range(10)]
         events[4] = {"n": 4, "bad": object()}  # not JSON
         await producer.send(OutBatch(topic, events, encode=encode_auto), reports.append)
-        await wait_until(lambda: len(reports) == 1, 30, "the first call's reports")
-        await wait_until(lambda: producer._partitions.next(topic, 0.0) is not None, 10, "the topic's partitions")
+        await wait_for(lambda: len(reports) == 1, 30, "the first call's reports")
+        await wait_for(lambda: producer._partitions.next(topic, 0.0) is not None, 10, "the topic's partitions")
         for _ in range(3):
             await producer.send(OutBatch(topic, [{"n": 100}] * 5, encode=encode_auto), reports.append)
-        await wait_until(lambda: len(reports) == 4, 30, "every report")
+        await wait_for(lambda: len(reports) == 4, 30, "every report")
     finally:
         await producer.close()
     assert [index for index, _ in reports[0]] == [4]
@@ -730,13 +710,13 @@ async def test_confluent_producer_recovers_when_a_topic_is_recreated_with_fewer_
                 await asyncio.sleep(0.2)
         for n in range(3):  # the rotation reaches partitions 1 and 2, which are gone
             await producer.send(OutBatch(topic, [{"n": n}], encode=encode_auto), reports.append)
-        await wait_until(lambda: len(reports) == 3, 30, "three calls settled")
+        await wait_for(lambda: len(reports) == 3, 30, "three calls settled")
         failed = [error for report in reports for _, error in report]
         assert failed and all(BACKEND.classify(error) is bspump.ErrorKind.TRANSIENT for error in failed)
         await producer.send(OutBatch(topic, [{"n": 9}], encode=encode_auto), reports.append)  # looks it up
-        await wait_until(lambda: producer._partitions.next(topic, 0.0) == 0, 10, "the topic looked up anew")
+        await wait_for(lambda: producer._partitions.next(topic, 0.0) == 0, 10, "the topic looked up anew")
         await producer.send(OutBatch(topic, [{"n": 10}], encode=encode_auto), reports.append)
-        await wait_until(lambda: len(reports) == 5, 30, "the last calls settled")
+        await wait_for(lambda: len(reports) == 5, 30, "the last calls settled")
     finally:
         await producer.close()
         await admin.close()

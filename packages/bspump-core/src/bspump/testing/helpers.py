@@ -45,8 +45,8 @@ async def run_app(app: BSPumpApplication, timeout: float = RUN_TIMEOUT) -> int:
     return await asyncio.wait_for(app.run_async(), timeout)
 
 
-async def wait_for(predicate: Callable[[], Any], timeout: float = 5.0, interval: float = 0.002,
-                   what: str | None = None) -> None:
+async def wait_for(predicate: Callable[[], Any], timeout: float = 5.0, what: str | None = None, *,
+                   interval: float = 0.002) -> None:
     """Poll ``predicate`` until it is true; ``AssertionError`` naming ``what`` after ``timeout`` seconds."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
