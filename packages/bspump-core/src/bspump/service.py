@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import fnmatch
 import logging
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any
 
 from .connection import Connection
@@ -100,21 +101,18 @@ class PumpService:
         for connection in self.connections.values():
             await connection.open()
         for lookup in self.lookups.values():
-            try:
-                await lookup.start()
-            except BSPumpError:  # ConfigError included: already located
-                raise
-            except Exception as exc:
-                raise StartupError(f"{self._where(f'lookup:{lookup.id}')}: lookup {lookup.id!r} failed to load: "
-                                   f"{describe_error(exc)}") from exc
+            await self._start_one(lookup.start(), f"lookup:{lookup.id}", f"lookup {lookup.id!r} failed to load")
         for pipeline in self.pipelines.values():
-            try:
-                await pipeline.start()
-            except BSPumpError:  # ConfigError included: already located
-                raise
-            except Exception as exc:
-                raise StartupError(f"{self._where(f'pipeline:{pipeline.id}')}: pipeline {pipeline.id!r} failed to "
-                                   f"start: {describe_error(exc)}") from exc
+            await self._start_one(pipeline.start(), f"pipeline:{pipeline.id}",
+                                  f"pipeline {pipeline.id!r} failed to start")
+
+    async def _start_one(self, starting: Awaitable[None], section_name: str, failure: str) -> None:
+        try:
+            await starting
+        except BSPumpError:  # ConfigError included: already located
+            raise
+        except Exception as exc:
+            raise StartupError(f"{self._where(section_name)}: {failure}: {describe_error(exc)}") from exc
 
     def _where(self, section_name: str) -> str:
         section = self.app.config.section(section_name)
