@@ -47,6 +47,9 @@ def declared_conf(tmp_path: Path, extra: str = "") -> Path:
         '{"cc": "de", "agent": "curl"}\n'
     )
     return write_conf(tmp_path, textwrap.dedent(f"""\
+        [general]
+        state_dir = {tmp_path}/state
+
         [lookup:Countries]
         type = core.FileLookup
         path = {tmp_path}/countries.csv

@@ -4,28 +4,53 @@ from __future__ import annotations
 
 import asyncio
 import csv
+import os
 from collections.abc import Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Final
 
 import orjson
 
+from ..errors import BSPumpError
 from ..lookup import Lookup
+from .checks import check_choice, check_path, check_readable_input, shown
+
+FORMATS: Final = ("json", "jsonl", "ndjson", "csv")
 
 
 class FileLookup(Lookup):
     """Loads ``path``: a JSON object (used as is), a JSON array or JSON-lines file of objects, or a
-    CSV file with a header; arrays and rows are keyed by the field ``key``."""
+    CSV file with a header; arrays and rows are keyed by the field ``key``. ``format = auto`` goes by the
+    file's extension (``.json``, ``.jsonl``, ``.ndjson``, ``.csv``)."""
 
     ConfigDefaults: ClassVar[dict[str, Any]] = {"path": "", "key": "id", "format": "auto"}
 
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.path = check_path(self)
+        self.format = check_choice(self, "format", ("auto", *FORMATS))
+
+    def preflight(self) -> None:
+        """Check that the file exists and is readable and that its format is known; called by ``bspump check``
+        and before the application starts."""
+        check_readable_input(self, self.path)
+        self.file_format()
+
+    def file_format(self) -> str:
+        """The format to read: ``format``, or the file's extension when it is ``auto``."""
+        if self.format != "auto":
+            return self.format
+        extension = os.path.splitext(self.path)[1].lstrip(".").lower()
+        if extension not in FORMATS:
+            raise self.Config.error("format", f"auto cannot tell the format of {shown(self.path)} from its "
+                                              f"extension; set format to one of {', '.join(FORMATS)}")
+        return extension
+
     async def load(self) -> Mapping[Any, Any]:
-        path = self.Config.getpath("path", "")
-        if not path:
-            raise self.Config.error("path", "is required: the file to load")
-        fmt = str(self.Config.get("format")).lower()
-        if fmt == "auto":
-            fmt = path.rsplit(".", 1)[-1].lower()
-        return await asyncio.to_thread(_load, path, fmt, str(self.Config.get("key")))
+        fmt = self.file_format()
+        try:
+            return await asyncio.to_thread(_load, self.path, fmt, str(self.Config.get("key")))
+        except OSError as exc:
+            raise BSPumpError(f"lookup {self.id!r}: cannot read {shown(self.path)}: {exc.strerror}") from None
 
 
 def _load(path: str, fmt: str, key: str) -> Mapping[Any, Any]:
@@ -36,8 +61,6 @@ def _load(path: str, fmt: str, key: str) -> Mapping[Any, Any]:
         raw = handle.read()
     if fmt in ("jsonl", "ndjson"):
         return _keyed((orjson.loads(line) for line in raw.splitlines() if line.strip()), key, path)
-    if fmt != "json":
-        raise ValueError(f"{path}: unknown lookup format {fmt!r} (json, jsonl, csv)")
     data = orjson.loads(raw)
     if isinstance(data, dict):
         return data

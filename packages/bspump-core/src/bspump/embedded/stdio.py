@@ -2,53 +2,89 @@
 
 from __future__ import annotations
 
-import asyncio
+import logging
+import stat
 import sys
 from typing import Any, ClassVar
 
+from .. import context as keys
 from ..batch import Batch
 from ..sink import Sink
 from ..source import Source
-from .codec import FORMATS, decode_line, encode_line
+from .checks import FORMATS, check_choice, check_int, check_line_encoding
+from .codec import encode_line
+from .lines import BATCH_SIZE_RANGE, DEFAULT_MAX_LINE_BYTES, MAX_LINE_BYTES_RANGE, Item, LineDecoder, LineSplitter
+from .reading import ByteReader
+
+log = logging.getLogger("bspump.source")
 
 
 class StdinSource(Source):
-    """Reads lines from standard input (``format = text`` or ``json``) until end of input."""
+    """Reads lines from standard input (``format = text`` or ``json``) until end of input.
 
-    ConfigDefaults: ClassVar[dict[str, Any]] = {"format": "text", "batch_size": 1000}
+    Standard input may be a pipe, a terminal or a file. A pipe or terminal is read when the event loop
+    says it is readable, so stop interrupts a wait for input (a thread blocked in ``readline()`` could not
+    be); a file is read in a thread of the source's own. Each read's lines are emitted at once (a line
+    typed on a terminal is an event when Enter is pressed), in batches of at most ``batch_size``.
+
+    Lines that do not decode (invalid JSON, bytes that are not ``encoding``) and lines longer than
+    ``max_line_bytes`` meet the pipeline's error policy with ``line`` and ``offset`` in their context;
+    memory stays bounded whatever the input. The last line needs no newline.
+    """
+
+    ConfigDefaults: ClassVar[dict[str, Any]] = {
+        "format": "text",
+        "batch_size": 1000,
+        "encoding": "utf-8",
+        "skip_empty": False,
+        "max_line_bytes": DEFAULT_MAX_LINE_BYTES,
+    }
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.format = check_choice(self, "format", FORMATS)
+        self.batch_size = check_int(self, "batch_size", *BATCH_SIZE_RANGE)
+        self.max_line_bytes = check_int(self, "max_line_bytes", *MAX_LINE_BYTES_RANGE)
+        self.decoder = LineDecoder(self.format, check_line_encoding(self), self.Config.getboolean("skip_empty"),
+                                   self.max_line_bytes)
+        self._context = {keys.SOURCE: "stdin"}
 
     async def main(self) -> None:
-        fmt = str(self.Config.get("format")).lower()
-        if fmt not in FORMATS:
-            raise self.Config.error("format", f"expected one of {', '.join(FORMATS)}, got {fmt!r}")
-        interactive = sys.stdin.isatty()
-        size = 1 if interactive else self.Config.getint("batch_size")
-        context = {"source": "stdin"}
-        number = 0
-        while True:
-            lines = await asyncio.to_thread(_read, size)
-            if not lines:
-                return
-            events = []
-            for line in lines:
-                number += 1
-                text = line.rstrip("\r\n")
-                try:
-                    events.append(decode_line(text, fmt))
-                except ValueError as exc:
-                    self.pipeline.reject(self, {"source": "stdin", "line": number}, text, exc)
-            if events:
-                await self.emit(events, context)
+        stream = sys.stdin
+        if stream is None or stream.closed:
+            return  # no standard input at all: nothing to read
+        reader = ByteReader(stream.fileno(), name=self.qualified_id, owned=False)
+        log.info("%s: reading standard input (%s)", self.qualified_id, _kind(reader.info.st_mode))
+        splitter = LineSplitter(self.max_line_bytes)
+        offset = count = 0
+        try:
+            while chunk := await reader.read():
+                offset, count = await self._emit(splitter.feed(chunk), offset, count, splitter.marked)
+            await self._emit(splitter.finish(), offset, count, splitter.marked)
+        finally:
+            reader.close()
+
+    async def _emit(self, items: list[Item], offset: int, count: int, marked: bool) -> tuple[int, int]:
+        size = self.batch_size
+        for first in range(0, len(items), size):
+            part = items if len(items) <= size else items[first:first + size]
+            decoded = self.decoder.decode_items(part, offset, count, marked)
+            for number, at, raw, error in decoded.rejects:
+                self.pipeline.reject(self, {**self._context, keys.LINE: number, keys.OFFSET: at}, raw, error)
+            if decoded.events:
+                await self.emit(decoded.events, self._context)
+            offset, count = decoded.offset, decoded.count
+        return offset, count
 
 
-def _read(count: int) -> list[str]:
-    lines = []
-    for _ in range(count):
-        line = sys.stdin.readline()
-        if not line:
-            break
-        lines.append(line)
-    return lines
+def _kind(mode: int) -> str:
+    if stat.S_ISREG(mode):
+        return "a file"
+    if stat.S_ISFIFO(mode):
+        return "a pipe"
+    if stat.S_ISCHR(mode):
+        return "a terminal or device"
+    return "a socket" if stat.S_ISSOCK(mode) else "another kind of file"
 
 
 class StdoutSink(Sink):
