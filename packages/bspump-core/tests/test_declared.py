@@ -169,7 +169,8 @@ async def test_bad_value_type_is_an_error_naming_file_line_section_key(
     with pytest.raises(bspump.ConfigError) as info:
         await run_app(app)
     line = path.read_text().splitlines().index("batch_size = ${BATCH:-2}") + 1
-    assert str(info.value) == f"{path}:{line} [pipeline:Logs:In] batch_size: expected an integer, got 'lots'"
+    assert str(info.value) == (f"{path}:{line} [pipeline:Logs:In] batch_size: expected an integer from 1 to 1000000, "
+                               "got 'lots'")
 
 
 async def test_unknown_key_in_pipeline_section_did_you_mean(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -236,8 +236,8 @@ async def test_a_line_over_max_line_bytes_is_dead_lettered_with_a_bounded_prefix
 
 
 @pytest.mark.parametrize(("key", "value", "message"), [
-    ("max_line_bytes", "0", "max_line_bytes: expected an integer from 64 to 1,073,741,824, got 0"),
-    ("batch_size", "0", "batch_size: expected an integer from 1 to 1,000,000, got 0"),
+    ("max_line_bytes", "0", "max_line_bytes: expected an integer from 64 to 1073741824, got '0'"),
+    ("batch_size", "0", "batch_size: expected an integer from 1 to 1000000, got '0'"),
     ("encoding", "utf-16", "encoding: utf-16 cannot be read line by line here"),
     ("encoding", "klingon", "encoding: unknown encoding 'klingon'"),
     ("format", "xml", "format: expected one of text, json, got 'xml'"),
@@ -294,7 +294,18 @@ def test_a_path_with_a_nul_byte_or_too_long_is_a_short_config_error(tmp_path: Pa
 async def test_a_missing_input_file_at_run_time_is_one_line_without_traceback(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    app = declared(tmp_path, f"path = {tmp_path}/gone.jsonl\n")
+    gone = tmp_path / "gone.jsonl"
+    gone.write_bytes(b"")
+    app = declared(tmp_path, f"path = {gone}\n")
+    [pipeline] = app.build_declared()
+    source = pipeline.sources[0]
+    checked = source.preflight
+
+    def vanishes_after_the_check() -> None:  # the file goes away between preflight and the open
+        checked()
+        gone.unlink()
+
+    source.preflight = vanishes_after_the_check  # type: ignore[method-assign]
     assert await run_app(app) == 1
     [error] = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert error.exc_info is None and "\n" not in error.getMessage()

@@ -46,22 +46,6 @@ def shown(path: str) -> str:
     return f"{path[:SHOWN_PATH_CHARS]!r}... ({len(path):,} characters)"
 
 
-def check_choice(component: Configured, key: str, choices: tuple[str, ...]) -> str:
-    """The value of ``key``, lower-cased, which must be one of ``choices``."""
-    value = str(component.Config.get(key)).strip().lower()
-    if value not in choices:
-        raise component.Config.error(key, f"expected one of {', '.join(choices)}, got {value[:40]!r}")
-    return value
-
-
-def check_int(component: Configured, key: str, low: int, high: int) -> int:
-    """The value of ``key``, which must be an integer from ``low`` to ``high``."""
-    value = component.Config.getint(key)
-    if not low <= value <= high:
-        raise component.Config.error(key, f"expected an integer from {low:,} to {high:,}, got {value:,}")
-    return value
-
-
 def check_line_encoding(component: Configured, key: str = "encoding") -> str:
     """The codec name of ``key``: a known encoding in which a newline is the single byte 0x0A, since the
     line readers split bytes on it before decoding (UTF-16 and UTF-32 are refused)."""

@@ -12,13 +12,12 @@ from .. import context as keys
 from ..async_sink import AsyncSink
 from ..batch import Batch
 from ..checkpoint import CheckpointError
+from ..config import Choice
 from ..delivery import Delivery
 from ..failures import ErrorKind, ItemFailure
 from ..positioned_source import PositionedSource
 from .checks import (
     FORMATS,
-    check_choice,
-    check_int,
     check_line_encoding,
     check_path,
     check_readable_input,
@@ -27,9 +26,8 @@ from .checks import (
 )
 from .codec import encode_line
 from .lines import (
-    BATCH_SIZE_RANGE,
-    DEFAULT_MAX_LINE_BYTES,
-    MAX_LINE_BYTES_RANGE,
+    BATCH_SIZE,
+    MAX_LINE_BYTES,
     Item,
     LineDecoder,
     LineSplitter,
@@ -108,20 +106,20 @@ class FileSource(PositionedSource[str]):
 
     ConfigDefaults: ClassVar[dict[str, Any]] = {
         "path": "",
-        "format": "json",
-        "batch_size": 1000,
+        "format": Choice("json", FORMATS),
+        "batch_size": BATCH_SIZE,
         "encoding": "utf-8",
         "skip_empty": True,
-        "max_line_bytes": DEFAULT_MAX_LINE_BYTES,
+        "max_line_bytes": MAX_LINE_BYTES,
         "checkpoint": True,
     }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.path = check_path(self)
-        self.format = check_choice(self, "format", FORMATS)
-        self.batch_size = check_int(self, "batch_size", *BATCH_SIZE_RANGE)
-        self.max_line_bytes = check_int(self, "max_line_bytes", *MAX_LINE_BYTES_RANGE)
+        self.format = self.Config.getchoice("format")
+        self.batch_size = self.Config.getint("batch_size")
+        self.max_line_bytes = self.Config.getint("max_line_bytes")
         self.decoder = LineDecoder(self.format, check_line_encoding(self), self.Config.getboolean("skip_empty"),
                                    self.max_line_bytes)
         self.use_checkpoint = self.Config.getboolean("checkpoint")
@@ -278,16 +276,16 @@ class FileSink(AsyncSink):
 
     ConfigDefaults: ClassVar[dict[str, Any]] = {
         "path": "",
-        "format": "json",
-        "mode": "append",
+        "format": Choice("json", FORMATS),
+        "mode": Choice("append", ("append", "truncate")),
         "fsync": False,
     }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.path = check_path(self)
-        self.format = check_choice(self, "format", FORMATS)
-        self.mode = check_choice(self, "mode", ("append", "truncate"))
+        self.format = self.Config.getchoice("format")
+        self.mode = self.Config.getchoice("mode")
         self.fsync = self.Config.getboolean("fsync")
         if self.concurrency != 1:
             raise self.Config.error("concurrency", "must be 1: a FileSink writes one batch at a time, so that "

@@ -15,10 +15,11 @@ from typing import Any, Final, cast
 
 import orjson
 
-#: Ranges and default of the line readers' numeric keys (``batch_size``, ``max_line_bytes``).
-BATCH_SIZE_RANGE: Final = (1, 1_000_000)
-MAX_LINE_BYTES_RANGE: Final = (64, 1 << 30)
-DEFAULT_MAX_LINE_BYTES: Final = 1 << 20
+from ..config import Int
+
+#: The line readers' numeric keys, with their ranges: events per batch, and the longest line (1 MiB).
+BATCH_SIZE: Final = Int(1000, min=1, max=1_000_000)
+MAX_LINE_BYTES: Final = Int(1 << 20, min=64, max=1 << 30)
 #: Bytes of an over-long line that its error event keeps.
 LONG_LINE_PREFIX: Final = 1024
 #: An over-long line is measured up to this many times ``max_line_bytes``; a line that goes on beyond is

@@ -10,24 +10,25 @@ from typing import Any, ClassVar, Final
 
 import orjson
 
+from ..config import Choice
 from ..errors import BSPumpError
 from ..lookup import Lookup
-from .checks import check_choice, check_path, check_readable_input, shown
+from .checks import check_path, check_readable_input, shown
 
 FORMATS: Final = ("json", "jsonl", "ndjson", "csv")
 
 
 class FileLookup(Lookup):
     """Loads ``path``: a JSON object (used as is), a JSON array or JSON-lines file of objects, or a
-    CSV file with a header; arrays and rows are keyed by the field ``key``. ``format = auto`` goes by the
-    file's extension (``.json``, ``.jsonl``, ``.ndjson``, ``.csv``)."""
+    CSV file with a header; arrays and rows are keyed by the field ``key``. ``format`` is one of ``json``,
+    ``jsonl``, ``ndjson``, ``csv``, or ``auto`` (the default), which goes by the file's extension."""
 
-    ConfigDefaults: ClassVar[dict[str, Any]] = {"path": "", "key": "id", "format": "auto"}
+    ConfigDefaults: ClassVar[dict[str, Any]] = {"path": "", "key": "id", "format": Choice("auto", ("auto", *FORMATS))}
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.path = check_path(self)
-        self.format = check_choice(self, "format", ("auto", *FORMATS))
+        self.format = self.Config.getchoice("format")
 
     def preflight(self) -> None:
         """Check that the file exists and is readable and that its format is known; called by ``bspump check``

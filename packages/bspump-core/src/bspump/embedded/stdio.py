@@ -9,11 +9,12 @@ from typing import Any, ClassVar
 
 from .. import context as keys
 from ..batch import Batch
+from ..config import Choice
 from ..sink import Sink
 from ..source import Source
-from .checks import FORMATS, check_choice, check_int, check_line_encoding
+from .checks import FORMATS, check_line_encoding
 from .codec import encode_line
-from .lines import BATCH_SIZE_RANGE, DEFAULT_MAX_LINE_BYTES, MAX_LINE_BYTES_RANGE, Item, LineDecoder, LineSplitter
+from .lines import BATCH_SIZE, MAX_LINE_BYTES, Item, LineDecoder, LineSplitter
 from .reading import ByteReader
 
 log = logging.getLogger("bspump.source")
@@ -33,18 +34,18 @@ class StdinSource(Source):
     """
 
     ConfigDefaults: ClassVar[dict[str, Any]] = {
-        "format": "text",
-        "batch_size": 1000,
+        "format": Choice("text", FORMATS),
+        "batch_size": BATCH_SIZE,
         "encoding": "utf-8",
         "skip_empty": False,
-        "max_line_bytes": DEFAULT_MAX_LINE_BYTES,
+        "max_line_bytes": MAX_LINE_BYTES,
     }
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.format = check_choice(self, "format", FORMATS)
-        self.batch_size = check_int(self, "batch_size", *BATCH_SIZE_RANGE)
-        self.max_line_bytes = check_int(self, "max_line_bytes", *MAX_LINE_BYTES_RANGE)
+        self.format = self.Config.getchoice("format")
+        self.batch_size = self.Config.getint("batch_size")
+        self.max_line_bytes = self.Config.getint("max_line_bytes")
         self.decoder = LineDecoder(self.format, check_line_encoding(self), self.Config.getboolean("skip_empty"),
                                    self.max_line_bytes)
         self._context = {keys.SOURCE: "stdin"}
@@ -90,10 +91,10 @@ def _kind(mode: int) -> str:
 class StdoutSink(Sink):
     """Writes each event as a line to standard output (``format = json`` or ``text``)."""
 
-    ConfigDefaults: ClassVar[dict[str, Any]] = {"format": "json"}
+    ConfigDefaults: ClassVar[dict[str, Any]] = {"format": Choice("json", FORMATS)}
 
     def put(self, batch: Batch) -> None:
-        fmt = str(self.Config.get("format")).lower()
+        fmt = self.Config.getchoice("format")
         out = sys.stdout.buffer
         out.write(b"".join(encode_line(event, fmt, context) for context, event in batch))
         out.flush()

@@ -65,8 +65,8 @@ async def run_until(app: BSPumpApplication, predicate: Callable[[], Any], timeou
     task = asyncio.create_task(app.run_async())
     try:
         await wait_for(lambda: predicate() or task.done(), timeout, interval=0.01, what=what)
-        if task.done():
-            task.result()
+        if not predicate():
+            task.result()  # its error, if it raised
             raise AssertionError(f"the application stopped before {what}")
     finally:
         app.stop()
