@@ -7,6 +7,9 @@ Nothing here fakes the framework: the application, pipelines and connections are
 from __future__ import annotations
 
 import asyncio
+import os
+import tempfile
+import uuid
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -24,8 +27,11 @@ RUN_TIMEOUT = 10.0
 def make_app(config: PipelinesConfig | str | Path | None = None, environ: Mapping[str, str] | None = None,
              load_plugins: bool = False) -> BSPumpApplication:
     """An application that never picks up a stray ./pipelines.conf, the caller's environment or installed
-    plugins (unless asked): ``environ`` replaces ``os.environ`` for interpolation and ``$BSPUMP_*``."""
+    plugins (unless asked): ``environ`` replaces ``os.environ`` for interpolation and ``$BSPUMP_*``.
+    Checkpoints go to a fresh temporary folder unless ``environ`` names ``BSPUMP_STATE_DIR``."""
     env = dict(environ or {})
+    # A path, not a folder: the checkpoint store creates it only if a source saves a checkpoint.
+    env.setdefault("BSPUMP_STATE_DIR", os.path.join(tempfile.gettempdir(), f"bspump-state-{uuid.uuid4().hex}"))
     if config is None:
         config = PipelinesConfig()
     elif not isinstance(config, PipelinesConfig):
