@@ -5,6 +5,9 @@ core for connector authors; they are re-exported here for the tests' ``from conf
 from __future__ import annotations
 
 import logging
+import signal
+import subprocess
+from typing import Any
 
 import pytest
 
@@ -19,6 +22,20 @@ from bspump.testing import (  # noqa: F401 -- re-exported for the test modules
     wait_for,
     write_conf,
 )
+
+
+def sigterm_and_wait(process: subprocess.Popen[Any], timeout: float = 5.0) -> int | None:
+    """SIGTERM ``process`` and return its exit code, or None if it did not end within ``timeout`` (it is
+    then killed, so that a failing test never leaves it behind)."""
+    process.send_signal(signal.SIGTERM)
+    try:
+        return process.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        return None
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
 
 
 @pytest.fixture

@@ -16,6 +16,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import IO, Any
 
+from conftest import sigterm_and_wait
+
 from bspump.checkpoint import FileCheckpointStore
 
 SRC = Path(__file__).resolve().parents[1] / "src"
@@ -65,18 +67,9 @@ def test_sigterm_stops_a_run_waiting_on_a_fifo_without_a_writer(tmp_path: Path) 
     log = tmp_path / "stderr.txt"
     with log.open("w") as stderr:
         process = start(conf, stderr)
-        try:
-            # up to 2 s for the source to log that it waits (if it never does, SIGTERM goes anyway)
-            wait_until(lambda: "waiting for a writer" in log.read_text(), timeout=2)
-            process.send_signal(signal.SIGTERM)
-            try:
-                code = process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                code = None
-        finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
+        # up to 2 s for the source to log that it waits (if it never does, SIGTERM goes anyway)
+        wait_until(lambda: "waiting for a writer" in log.read_text(), timeout=2)
+        code = sigterm_and_wait(process)
     assert code == 0, f"SIGTERM did not stop the run within 5 s: {log.read_text()[-2000:]}"
     assert "summary: events in 0, out 0" in log.read_text()
 

@@ -4,13 +4,14 @@ errors, and SIGTERM while it waits for input."""
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import textwrap
 import time
 from pathlib import Path
 from typing import IO, Any
+
+from conftest import sigterm_and_wait
 
 SRC = Path(__file__).resolve().parents[1] / "src"
 
@@ -63,15 +64,8 @@ def test_sigterm_stops_a_source_waiting_for_input_on_a_pipe(tmp_path: Path) -> N
             deadline = time.monotonic() + 2  # up to 2 s for the source to start waiting; SIGTERM goes anyway
             while "reading standard input (a pipe)" not in log.read_text() and time.monotonic() < deadline:
                 time.sleep(0.01)
-            process.send_signal(signal.SIGTERM)
-            try:
-                code = process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                code = None
+            code = sigterm_and_wait(process)
         finally:
-            if process.poll() is None:
-                process.kill()
-                process.wait()
             assert process.stdin is not None
             process.stdin.close()
     assert code == 0, f"SIGTERM did not stop the run within 5 s: {log.read_text()[-2000:]}"
