@@ -64,17 +64,20 @@ def build_config(
     section_name: str,
     overrides: Mapping[str, Any] | None,
 ) -> ComponentConfig:
-    """Effective configuration: class defaults < ``[section_name]`` of pipelines.conf < constructor ``config``."""
+    """Effective configuration: class defaults < ``[section_name]`` of pipelines.conf < constructor ``config``;
+    raises a ConfigError when a key of ``ConfigRequired`` is missing or empty."""
     section = app.config.section(section_name) if app.config is not None else None
     if overrides:
         app.secrets.add_mapping(overrides, f"[{section_name}]")
-    return ComponentConfig(
+    config = ComponentConfig(
         merged_defaults(cls),
         section,
         overrides,
         label=section_name,
         strict=declares_own_keys(cls),
     )
+    check_required(config, merged_required(cls))
+    return config
 
 
 class Component(abc.ABC):  # noqa: B024 -- its kinds (Source, Sink, ...) declare the abstract methods
@@ -112,7 +115,6 @@ class Component(abc.ABC):  # noqa: B024 -- its kinds (Source, Sink, ...) declare
         pipeline_id = getattr(pipeline, "id", None)
         section = f"pipeline:{pipeline_id}:{self.id}" if pipeline_id else f"component:{self.id}"
         self.Config = build_config(type(self), app, section, config)
-        check_required(self.Config, merged_required(type(self)))
         self.counters = Counters()
         self.connections: list[Connection] = []
         self.connection: Connection | None = None

@@ -25,7 +25,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .backoff import Backoff
-from .component import build_config, check_required, merged_required
+from .component import build_config
 from .config import Float, Int, Seconds
 from .errors import describe_error
 from .failures import ErrorKind, classify_error
@@ -79,7 +79,6 @@ class Connection(abc.ABC):
         self.app = app
         self.id = connection_id or type(self).__name__
         self.Config = build_config(type(self), app, f"connection:{self.id}", config)
-        check_required(self.Config, merged_required(type(self)))
         self.state = ConnectionState.CREATED
         self.last_error: BaseException | None = None
         self.connect_count = 0

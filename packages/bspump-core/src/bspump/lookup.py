@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterator, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from .component import build_config, check_required, merged_required
+from .component import build_config
 from .config import Seconds
 
 if TYPE_CHECKING:
@@ -41,7 +41,6 @@ class Lookup(Mapping[Any, Any]):
         self.app = app
         self.id = lookup_id or type(self).__name__
         self.Config = build_config(type(self), app, f"lookup:{self.id}", config)
-        check_required(self.Config, merged_required(type(self)))
         self.data: Mapping[Any, Any] = {}
         self.loaded_at: float | None = None
         self._refresher: asyncio.Task[None] | None = None
