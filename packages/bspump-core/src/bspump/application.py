@@ -221,7 +221,7 @@ class BSPumpApplication:
 
     def _preflight_checks(self) -> Iterator[tuple[str, Callable[[], None]]]:
         if self.web is not None:
-            yield "web", self._check_web_listen
+            yield "web", self.web.preflight
         service = self.pump_service
         for connection in service.connections.values():
             yield f"connection:{connection.id}", connection.preflight
@@ -230,10 +230,6 @@ class BSPumpApplication:
         for pipeline in service.pipelines.values():
             for component in pipeline.components:
                 yield f"pipeline:{pipeline.id}:{component.id}", component.preflight
-
-    def _check_web_listen(self) -> None:
-        assert self.web is not None
-        self.web.preflight()
 
     def warnings(self) -> list[str]:
         """What the configuration got away with: warnings of the loaded file and sections nothing uses."""
