@@ -45,8 +45,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -340,7 +339,7 @@ class ConnectorConformance:
             await asyncio.wait_for(task, self.timeout / 2)
             return "\n".join([repr(connection), repr(connection.Config), str(connection.Config.redacted())])
 
-        with _capture_everything(caplog):
+        with caplog.at_level(logging.DEBUG):
             shown = self.run(check())
         assert SECRET not in shown
         leaked = [record.name for record in caplog.records if SECRET in _rendered(record)]
@@ -546,9 +545,3 @@ def _rendered(record: logging.LogRecord) -> str:
     if record.exc_info:
         text += logging.Formatter().formatException(record.exc_info)
     return text
-
-
-@contextmanager
-def _capture_everything(caplog: pytest.LogCaptureFixture) -> Iterator[None]:
-    with caplog.at_level(logging.DEBUG):
-        yield
