@@ -276,10 +276,9 @@ class Pipeline:
         n = len(batch.events)
         if n:
             delivery.add(n)
-            self.in_flight += n
+            self.count_in_flight(n)
             if self.in_flight >= self.max_in_flight:
                 self.throttle("in flight")
-            self._drained.clear()
             sink.counters.events_in += n
             sink.put(batch)
         delivery.seal()
@@ -477,7 +476,7 @@ class Pipeline:
 
     # -- acknowledgements ----------------------------------------------------------------------------------
     def count_in_flight(self, count: int) -> None:
-        """``count`` more events were handed to a sink outside :meth:`emit` (dead letters)."""
+        """``count`` more events were handed to a sink (by :meth:`emit`, or as dead letters)."""
         self.in_flight += count
         self._drained.clear()
 
