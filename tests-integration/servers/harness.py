@@ -482,7 +482,10 @@ class PostgreSQL(Server):
         self.prepare()
         options = (
             f"-c listen_addresses={HOST} -p {self.port} -k /tmp -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200 "
+            # Logical decoding for change data capture (bspump-postgresql's CDC source and its tests, which
+            # create many short-lived slots).
+            "-c wal_level=logical -c max_replication_slots=64 -c max_wal_senders=16"
         )
         run(
             self._as_postgres(
