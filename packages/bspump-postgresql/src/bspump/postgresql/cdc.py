@@ -200,6 +200,7 @@ class PostgreSQLCDCSource(PositionedSource[str]):
             seen = 0
             skipping = False
             context: dict[str, Any] = {}
+            limit = 2 * self.batch_size
             while True:
                 rows = await cursor.fetch(max(self.batch_size, 100))
                 if not rows:
@@ -220,7 +221,9 @@ class PostgreSQLCDCSource(PositionedSource[str]):
                             complete_end = max(complete_end, message.end_lsn)
                             complete_commit = message.commit_lsn
                         skipping = False
-                    if len(events) >= self.batch_size and isinstance(message, Change | Commit):
+                    # Batches end with a transaction where they can, so that each batch's position covers all
+                    # of it; a transaction far larger than a batch is handed over in parts (memory stays bounded).
+                    if len(events) >= self.batch_size and (isinstance(message, Commit) or len(events) >= limit):
                         fresh = True
                         await self._emit(events, contexts, complete_end, complete_commit)
                         events, contexts = [], []

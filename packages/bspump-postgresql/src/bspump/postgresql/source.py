@@ -135,7 +135,7 @@ class PostgreSQLSource(PositionedSource[str]):
         context = {keys.SOURCE: self.qualified_id}
         column = self.column
         async with self.pg.session() as session, session.transaction(isolation="repeatable_read", readonly=True):
-            cursor = await session.cursor(self.query, *arguments, prefetch=self.batch_size)
+            cursor = await session.cursor(self.query, *arguments)
             while True:
                 rows = await cursor.fetch(self.batch_size)
                 if not rows:
