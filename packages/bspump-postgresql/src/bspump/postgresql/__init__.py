@@ -5,6 +5,7 @@ from .cdc import PostgreSQLCDCSource
 from .change import format_lsn, parse_lsn
 from .checkpoint import PostgreSQLCheckpointStore
 from .connection import PostgreSQLConnection
+from .lookup import PostgreSQLLookup
 from .notify import PostgreSQLNotifySource
 from .sink import PostgreSQLSink
 from .source import PostgreSQLSource
@@ -13,6 +14,7 @@ __all__ = [
     "PostgreSQLCDCSource",
     "PostgreSQLCheckpointStore",
     "PostgreSQLConnection",
+    "PostgreSQLLookup",
     "PostgreSQLNotifySource",
     "PostgreSQLSink",
     "PostgreSQLSource",

@@ -16,16 +16,17 @@ from bspump.config import Float, Int, Seconds
 from . import change
 from .checkpoint import DEFAULT_TABLE, PostgreSQLCheckpointStore
 from .connection import PostgreSQLConnection
-from .pgoutput import Begin, Change, Commit, PgOutputDecoder
+from .pgoutput import Begin, Change, Commit, PgOutputDecoder, Relation
 from .slot import (
     FLUSH_LSN,
     PEEK,
+    PRIMARY_KEY,
+    PUBLICATION_TABLES,
+    TABLE_OID,
     SlotHealth,
     advance,
     ensure_publication,
     ensure_slot,
-    primary_key_query,
-    publication_tables_query,
     read_health,
 )
 from .sql import parse_names, qualified
@@ -112,6 +113,7 @@ class PostgreSQLCDCSource(PositionedSource[str]):
         self._tracked = 0  # the highest position tracked so far
         self._next_health = 0.0
         self._store: PostgreSQLCheckpointStore | None = None
+        self._primary_keys: dict[int, list[str] | None] = {}
 
     @property
     def pg(self) -> PostgreSQLConnection:
@@ -216,6 +218,8 @@ class PostgreSQLCDCSource(PositionedSource[str]):
                         skipping = message.final_lsn <= self._emitted_commit
                         context = {keys.SOURCE: source, change.COMMIT_LSN: message.final_lsn,
                                    change.COMMIT_TIME: message.commit_time, change.XID: message.xid}
+                    elif isinstance(message, Relation) and message.replica_identity != "d":
+                        message.primary_key = await self._primary_key(session, message.oid)
                     elif isinstance(message, Commit):
                         if not skipping:
                             complete_end = max(complete_end, message.end_lsn)
@@ -240,6 +244,14 @@ class PostgreSQLCDCSource(PositionedSource[str]):
         elif complete_end > self._tracked:
             self._mark(complete_end)
         return fresh
+
+    async def _primary_key(self, session: asyncpg.Connection, oid: int) -> list[str] | None:
+        """The primary key columns of a table whose replica identity is not its primary key (FULL, an index,
+        NOTHING), looked up once per table; None when it has none (the identity then identifies rows)."""
+        if oid not in self._primary_keys:
+            names = [r["attname"] for r in await session.fetch(PRIMARY_KEY, oid)]
+            self._primary_keys[oid] = names or None
+        return self._primary_keys[oid]
 
     async def _emit(self, events: list[Any], contexts: list[dict[str, Any]], complete_end: int,
                     complete_commit: int) -> None:
@@ -269,7 +281,7 @@ class PostgreSQLCDCSource(PositionedSource[str]):
             return
         async with self.pg.session() as session:
             tables = [(r["schemaname"], r["tablename"])
-                      for r in await session.fetch(publication_tables_query(), self.publication)]
+                      for r in await session.fetch(PUBLICATION_TABLES, self.publication)]
         total = 0
         for schema, table in tables:
             total += await self._snapshot_table(schema, table)
@@ -282,7 +294,8 @@ class PostgreSQLCDCSource(PositionedSource[str]):
         name = qualified(schema, table)
         count = 0
         async with self.pg.session() as session, session.transaction(isolation="repeatable_read", readonly=True):
-            key_columns = [r["attname"] for r in await session.fetch(primary_key_query(), name)]
+            oid = await session.fetchval(TABLE_OID, name)
+            key_columns = [r["attname"] for r in await session.fetch(PRIMARY_KEY, oid)]
             cursor = await session.cursor(f"SELECT * FROM {name}")
             context = {keys.SOURCE: f"postgresql:{self.slot}", keys.PATH: f"{schema}.{table}"}
             while True:

@@ -49,6 +49,15 @@ class Relation:
     replica_identity: str  # d (default: primary key), n (nothing), f (full), i (index)
     columns: list[Column]
     converters: list[Callable[[str], Any]] = field(default_factory=list, repr=False)
+    #: The primary key's columns when the reader looked them up (with ``REPLICA IDENTITY FULL`` every column
+    #: is flagged as identity, which says nothing about the key); None: the identity flags decide.
+    primary_key: list[str] | None = None
+
+    def key_columns(self) -> list[str]:
+        """The columns that identify a row: the primary key if known, else the replica identity's."""
+        if self.primary_key is not None:
+            return self.primary_key
+        return [c.name for c in self.columns if c.is_key]
 
 
 @dataclass(slots=True)
@@ -83,7 +92,7 @@ class Change:
         source = self.row if self.row is not None else self.old
         if source is None:
             return None
-        names = [c.name for c in relation.columns if c.is_key]
+        names = relation.key_columns()
         if not names:
             return None
         return {name: source.get(name) for name in names}

@@ -7,6 +7,7 @@ from bspump.hookspecs import Register
 
 from .cdc import PostgreSQLCDCSource
 from .connection import PostgreSQLConnection
+from .lookup import PostgreSQLLookup
 from .notify import PostgreSQLNotifySource
 from .sink import PostgreSQLSink
 from .source import PostgreSQLSource
@@ -27,3 +28,8 @@ def register_sources(register: Register) -> None:
 @hookimpl
 def register_sinks(register: Register) -> None:
     register(PostgreSQLSink)
+
+
+@hookimpl
+def register_lookups(register: Register) -> None:
+    register(PostgreSQLLookup)

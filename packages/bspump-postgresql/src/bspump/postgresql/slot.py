@@ -92,10 +92,8 @@ async def ensure_publication(connection: asyncpg.Connection, publication: str, t
     if not create:
         raise SlotError(f"publication {publication!r} does not exist: create it (CREATE PUBLICATION ... FOR TABLE "
                         "...), or set create_publication = true")
-    if tables:
-        target = "FOR TABLE " + ", ".join(qualified(*split_table(t)) for t in tables)
-    else:
-        target = "FOR ALL TABLES"
+    listed = ", ".join(qualified(*split_table(t)) for t in tables)
+    target = f"FOR TABLE {listed}" if tables else "FOR ALL TABLES"
     try:
         await connection.execute(f"CREATE PUBLICATION {quote_ident(publication)} {target}")
     except asyncpg.DuplicateObjectError:
@@ -142,10 +140,11 @@ async def advance(connection: asyncpg.Connection, slot: str, lsn: int, patience:
         await asyncio.sleep(0.05)
 
 
-def publication_tables_query() -> str:
-    return "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = $1 ORDER BY 1, 2"
-
-
-def primary_key_query() -> str:
-    return ("SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid "
-            "AND a.attnum = ANY(i.indkey) WHERE i.indrelid = $1::regclass AND i.indisprimary ORDER BY a.attnum")
+PUBLICATION_TABLES: Final = "SELECT schemaname, tablename FROM pg_publication_tables WHERE pubname = $1 ORDER BY 1, 2"
+#: The primary key columns of the table with OID ``$1``.
+PRIMARY_KEY: Final = (
+    "SELECT a.attname FROM pg_index i JOIN pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = ANY(i.indkey) "
+    "WHERE i.indrelid = $1::oid AND i.indisprimary ORDER BY array_position(i.indkey, a.attnum)"
+)
+#: The OID of the table named ``$1`` (a qualified, quoted name).
+TABLE_OID: Final = "SELECT $1::text::regclass::oid"
