@@ -1,3 +1,4 @@
+# ruff: noqa: E501 -- recorded server messages, one per line
 """pgoutput messages recorded from PostgreSQL 15.18 (pg_logical_slot_peek_binary_changes, proto_version 1), for:
 
     CREATE TABLE rec_t (id int PRIMARY KEY, j jsonb, ts timestamptz, n numeric, b bytea, t text, ok bool, f float8,
