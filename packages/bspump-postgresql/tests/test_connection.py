@@ -33,7 +33,7 @@ def test_a_dsn_keeps_its_own_port_unless_one_is_set() -> None:
 
 
 def test_bad_server_settings_name_the_key() -> None:
-    with pytest.raises(ConfigError, match="server_settings.*name=value"):
+    with pytest.raises(ConfigError, match=r"server_settings.*name=value"):
         connection(server_settings="work_mem")
 
 
@@ -47,7 +47,7 @@ def test_ssl_modes_and_certificates(tmp_path: Path) -> None:
         missing.preflight()
     key = tmp_path / "client.key"
     key.write_text("not used")
-    with pytest.raises(ConfigError, match="sslkey.*sslcert"):
+    with pytest.raises(ConfigError, match=r"sslkey.*sslcert"):
         connection(sslkey=str(key)).preflight()
 
 
@@ -63,7 +63,7 @@ def test_a_ca_file_gives_a_verifying_context() -> None:
 
 
 def test_pool_bounds_are_checked() -> None:
-    with pytest.raises(ConfigError, match="pool_min.*pool_max"):
+    with pytest.raises(ConfigError, match=r"pool_min.*pool_max"):
         connection(pool_min=5, pool_max=2).preflight()
 
 
