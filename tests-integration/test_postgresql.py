@@ -269,6 +269,9 @@ def start_cdc_worker(schema: str, slot: str, log_path: Path) -> subprocess.Popen
             stdout=log_file, stderr=subprocess.STDOUT, cwd=os.path.dirname(__file__))
 
 
+TRANSACTIONS = 2500
+
+
 @pytest.mark.timeout(180)
 async def test_cdc_sigkilled_five_times_loses_no_change(db: asyncpg.Connection, pg_schema: str, slot_name: str,
                                                          tmp_path: Path) -> None:
@@ -278,7 +281,7 @@ async def test_cdc_sigkilled_five_times_loses_no_change(db: asyncpg.Connection, 
     # Created before the writer starts, as a deployment does; the worker finds them.
     await db.execute(f"CREATE PUBLICATION {slot_name} FOR TABLE {src}")
     await db.execute("SELECT pg_create_logical_replication_slot($1, 'pgoutput')", slot_name)
-    expected: list[tuple[str, int, int]] = []  # (op, id, v) of every change the writer committed
+    expected: list[tuple[str, int, int | None]] = []  # (op, id, v) of every change the writer committed
     rng = random.Random(10)
 
     async def write(transactions: int) -> None:
@@ -287,9 +290,9 @@ async def test_cdc_sigkilled_five_times_loses_no_change(db: asyncpg.Connection, 
         next_id = 0
         try:
             for _ in range(transactions):
-                done: list[tuple[str, int, int]] = []
+                done: list[tuple[str, int, int | None]] = []
                 async with writer.transaction():
-                    for _ in range(rng.randint(1, 8)):
+                    for _ in range(rng.randint(1, 12)):
                         roll = rng.random()
                         if roll < 0.5 or len(alive) < 5:
                             next_id += 1
@@ -304,19 +307,27 @@ async def test_cdc_sigkilled_five_times_loses_no_change(db: asyncpg.Connection, 
                         else:
                             key = rng.choice(list(alive))
                             await writer.execute(f"DELETE FROM {src} WHERE id = $1", key)
-                            done.append(("delete", key, alive.pop(key)))
+                            alive.pop(key)
+                            done.append(("delete", key, None))  # the default replica identity sends the key only
                 expected.extend(done)
-                await asyncio.sleep(0.004)
+                await asyncio.sleep(0.001)
         finally:
             await writer.close()
 
     log_path = tmp_path / "workers.log"
     worker = start_cdc_worker(pg_schema, slot_name, log_path)
     kills: list[tuple[int, set[tuple[str, int, int, int]]]] = []  # confirmed LSN after a kill, the log then
-    writing = asyncio.create_task(write(1500))
+    writing = asyncio.create_task(write(TRANSACTIONS))
     try:
         for _ in range(5):
-            await asyncio.sleep(rng.uniform(0.8, 2.0))
+            # Killed mid-stream: once this worker wrote to the log, at a random moment of its work.
+            pid = worker.pid
+            deadline = time.monotonic() + 30
+            while not await db.fetchval(f"SELECT 1 FROM {log} WHERE worker = $1 LIMIT 1", pid):
+                assert worker.poll() is None and time.monotonic() < deadline, log_path.read_text()[-3000:]
+                await asyncio.sleep(0.02)
+            await asyncio.sleep(rng.uniform(0.0, 0.15))
+            assert not writing.done(), "the writer finished before the last kill"
             worker.send_signal(signal.SIGKILL)
             await asyncio.to_thread(worker.wait, 10)
             confirmed = await db.fetchval("SELECT confirmed_flush_lsn FROM pg_replication_slots WHERE slot_name = $1",
@@ -335,6 +346,9 @@ async def test_cdc_sigkilled_five_times_loses_no_change(db: asyncpg.Connection, 
             assert worker.poll() is None, f"the worker died: {log_path.read_text()[-3000:]}"
             assert time.monotonic() < deadline, f"{total - await count()} changes missing after 60 s"
             await asyncio.sleep(0.2)
+        # The last worker may have started after everything was written: a signal must find it running.
+        await wait_for(lambda: log_path.read_text().count("'PostgreSQLConnection': ready") >= 6, 30,
+                       "the last worker running")
         worker.send_signal(signal.SIGTERM)
         assert await asyncio.to_thread(worker.wait, 30) == 0
     finally:
@@ -355,7 +369,7 @@ async def test_cdc_sigkilled_five_times_loses_no_change(db: asyncpg.Connection, 
         present = {(op, key, v) for op, key, v, _ in logged}
         passed = [c for c, lsn in commit_of.items() if lsn < confirmed and c not in present]
         assert not passed, f"the slot was confirmed at {confirmed} past unacknowledged changes {passed[:5]}"
-    print(f"CDC SIGKILLed 5 times: {len(expected)} changes in 1500 transactions, {sum(delivered.values())} "
+    print(f"CDC SIGKILLed 5 times: {len(expected)} changes in {TRANSACTIONS} transactions, {sum(delivered.values())} "
           f"delivered, {duplicates} duplicates, 0 missing; confirmed LSNs at the kills: "
           f"{[bspump.postgresql.format_lsn(c) for c, _ in kills]}")
 
