@@ -450,7 +450,7 @@ async def test_bad_rows_are_dead_lettered_with_their_error_and_every_good_row_wr
     errors = {e["id"]: c["error"] for e, c in zip(letters.events, letters.contexts, strict=True)}
     assert "CheckViolationError" in errors[17] and "checked_v_check" in errors[17]
     assert "NotNullViolationError" in errors[230]
-    assert "DataError" in errors[555]
+    assert "DataError" in errors[555] or "TypeError" in errors[555]  # COPY and prepared statements differ
     assert "UndefinedColumnError" in errors[901] and "nope" in errors[901]
     stored = {r["id"] for r in await db.fetch(f"SELECT id FROM {table}")}
     assert stored == set(range(1000)) - set(bad)

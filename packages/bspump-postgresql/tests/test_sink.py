@@ -116,9 +116,27 @@ def test_a_good_batch_is_one_transaction() -> None:
     assert target.transactions == [list(range(100))]
 
 
-def test_a_transient_failure_is_not_split_but_handed_back_for_retry() -> None:
+def test_a_transient_failure_is_not_split_but_raised_for_the_base_class_to_retry() -> None:
     target = refusing(error=asyncpg.exceptions.DeadlockDetectedError("deadlock detected"))
-    failures = asyncio.run(target.write(Batch([{"id": 1}, {"id": 2, "bad": True}], Delivery())))
-    assert failures is not None and [f.index for f in failures] == [0, 1]
-    assert all(f.kind is None for f in failures)  # the base class classifies (transient: retried)
+    with pytest.raises(asyncpg.exceptions.DeadlockDetectedError):
+        asyncio.run(target.write(Batch([{"id": 1}, {"id": 2, "bad": True}], Delivery())))
     assert len(target.transactions) == 1
+
+
+def test_a_transient_failure_after_a_split_hands_back_only_the_unwritten_rows() -> None:
+    target = refusing()
+    errors = iter([asyncpg.exceptions.CheckViolationError("check"), asyncpg.exceptions.DeadlockDetectedError("dl")])
+    original = target._apply
+
+    async def first_refused_then_deadlocked(items: list[Item]) -> None:
+        error = next(errors, None)
+        if error is not None and len(target.transactions) < 2:
+            target.transactions.append([i.index for i in items])
+            raise error
+        await original(items)
+
+    target._apply = first_refused_then_deadlocked  # type: ignore[method-assign]
+    failures = asyncio.run(target.write(Batch([{"id": n} for n in range(4)], Delivery())))
+    assert failures is not None
+    assert [(f.index, f.kind) for f in failures] == [(0, None), (1, None)]  # the deadlocked half, to retry
+    assert target.committed == [2, 3]

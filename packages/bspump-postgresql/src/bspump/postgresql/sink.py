@@ -174,10 +174,10 @@ class PostgreSQLSink(AsyncSink):
         """Write the batch in one transaction; split it to isolate rows the database refuses. Called by the
         writer task for each batch (and for the events of a batch being tried again)."""
         items, failures = self.plan(batch.events)
-        failures.extend(await self._write_items(items))
+        failures.extend(await self._write_items(items, whole=not failures))
         return failures or None
 
-    async def _write_items(self, items: list[Item]) -> list[ItemFailure]:
+    async def _write_items(self, items: list[Item], whole: bool = False) -> list[ItemFailure]:
         if not items:
             return []
         try:
@@ -187,6 +187,8 @@ class PostgreSQLSink(AsyncSink):
             raise
         except Exception as error:
             if self.classify(error) is not ErrorKind.PERMANENT:
+                if whole:  # nothing of the batch was written: the base class retries it (and counts the error)
+                    raise
                 return [ItemFailure(item.index, error) for item in items]  # retried by the base class
             if len(items) == 1:
                 return [ItemFailure(items[0].index, error, ErrorKind.PERMANENT)]
