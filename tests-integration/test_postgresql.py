@@ -115,7 +115,7 @@ async def test_cdc_changes_arrive_in_commit_order_with_their_lsns(db: asyncpg.Co
         await db.execute(f"DELETE FROM {audit} WHERE id = 1")
 
     writer = asyncio.create_task(write())
-    await run_until(app, lambda: len(sink.events) >= 10 or writer.done() and writer.exception() is not None, 30,
+    await run_until(app, lambda: len(sink.events) >= 10 or (writer.done() and writer.exception() is not None), 30,
                     "ten changes")
     await writer
     got = [(e["table"], e["op"], e["key"]) for e in sink.events]
