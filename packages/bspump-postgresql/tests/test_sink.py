@@ -14,7 +14,7 @@ import pytest
 
 from bspump import Batch, ConfigError, Delivery, ErrorKind, Pipeline
 from bspump.postgresql import PostgreSQLConnection, PostgreSQLSink
-from bspump.postgresql.sink import COPY, DELETE, UPSERT, Item
+from bspump.postgresql.sink import COPY, DELETE, UPSERT, Rows
 from bspump.testing import make_app
 
 
@@ -30,24 +30,31 @@ def test_table_and_schema() -> None:
     assert sink(table="orders", schema="s").table_sql == '"s"."orders"'
 
 
+def flat(groups: list[Rows]) -> list[tuple[int, str, tuple[str, ...], tuple[object, ...]]]:
+    """(index, action, columns, values) of every row, in batch order."""
+    rows = [(i, g.action, g.columns, v) for g in groups for i, v in zip(g.indexes, g.values, strict=True)]
+    return sorted(rows, key=lambda row: row[0])
+
+
 def test_rows_take_each_events_keys_as_columns_by_default() -> None:
-    items, failures = sink().plan([{"id": 1, "name": "a"}, {"id": 2}])
-    assert not failures
-    assert [(i.index, i.action, i.columns, i.values) for i in items] == [
-        (0, COPY, ("id", "name"), (1, "a")), (1, COPY, ("id",), (2,))]
+    groups, failures = sink().plan([{"id": 1, "name": "a"}, {"id": 2}, {"id": 3, "name": "c"}, 4])
+    assert [f.index for f in failures] == [3]
+    assert [(g.columns, g.indexes) for g in groups] == [(("id", "name"), [0, 2]), (("id",), [1])]
+    assert flat(groups) == [(0, COPY, ("id", "name"), (1, "a")), (1, COPY, ("id",), (2,)),
+                            (2, COPY, ("id", "name"), (3, "c"))]
 
 
 def test_a_column_mapping_picks_and_renames_fields() -> None:
-    items, _ = sink(columns="id, name=full_name, note").plan([{"id": 1, "full_name": "Ann", "other": 0}])
-    assert (items[0].columns, items[0].values) == (("id", "name", "note"), (1, "Ann", None))
+    groups, _ = sink(columns="id, name=full_name, note").plan([{"id": 1, "full_name": "Ann", "other": 0}])
+    assert flat(groups) == [(0, COPY, ("id", "name", "note"), (1, "Ann", None))]
     with pytest.raises(ConfigError, match="columns"):
         sink(columns="id, name=")
 
 
 def test_upsert_collapses_rows_with_the_same_key_to_the_last() -> None:
-    items, failures = sink(mode="upsert", keys="id").plan(
+    groups, failures = sink(mode="upsert", keys="id").plan(
         [{"id": 1, "v": "a"}, {"id": 2, "v": "b"}, {"id": 1, "v": "c"}, {"v": "no key"}, {"id": None, "v": "x"}])
-    assert [(i.index, i.values) for i in items] == [(1, (2, "b")), (2, (1, "c"))]
+    assert [(index, values) for index, _, _, values in flat(groups)] == [(1, (2, "b")), (2, (1, "c"))]
     assert [f.index for f in failures] == [3, 4]
     assert all(f.kind is ErrorKind.PERMANENT for f in failures)
     assert "no key column 'id'" in str(failures[0].error) and "NULL" in str(failures[1].error)
@@ -71,8 +78,8 @@ def test_changes_upsert_rows_and_delete_keys_the_last_change_of_a_key_winning() 
         {"op": "truncate", "tables": ["app.orders"]},
         "not a change",
     ]
-    items, failures = sink(mode="upsert", keys="id", events="changes").plan(changes)
-    assert [(i.index, i.action, i.columns, i.values) for i in items] == [
+    groups, failures = sink(mode="upsert", keys="id", events="changes").plan(changes)
+    assert flat(groups) == [
         (1, UPSERT, ("id", "v"), (2, "b")), (2, DELETE, ("id",), (1,)), (3, UPSERT, ("id", "v"), (3, "c"))]
     assert [f.index for f in failures] == [4, 5]
 
@@ -86,11 +93,12 @@ class RefusingSink(PostgreSQLSink):
         self.committed: list[int] = []
         self.error = error
 
-    async def _apply(self, items: list[Item]) -> None:
-        self.transactions.append([i.index for i in items])
-        if any(dict(zip(i.columns, i.values, strict=True)).get("bad") for i in items):
+    async def _apply(self, groups: list[Rows]) -> None:
+        rows = flat(groups)
+        self.transactions.append([index for index, *_ in rows])
+        if any(dict(zip(columns, values, strict=True)).get("bad") for _, _, columns, values in rows):
             raise self.error or asyncpg.exceptions.CheckViolationError("new row violates check constraint")
-        self.committed.extend(i.index for i in items)
+        self.committed.extend(index for index, *_ in rows)
 
 
 def refusing(error: BaseException | None = None) -> RefusingSink:
@@ -101,7 +109,8 @@ def refusing(error: BaseException | None = None) -> RefusingSink:
 
 def test_a_failed_batch_is_split_until_only_the_bad_rows_fail() -> None:
     target = refusing()
-    events = [{"id": n, "bad": n in (3, 17)} for n in range(32)]
+    events = [{"id": n, "bad": n in (3, 17)} if n % 2 else {"id": n, "bad": n in (3, 17), "odd": False}
+              for n in range(32)]  # two groups of columns, split across
     failures = asyncio.run(target.write(Batch(events, Delivery())))
     assert failures is not None
     assert sorted(f.index for f in failures) == [3, 17]
@@ -128,12 +137,12 @@ def test_a_transient_failure_after_a_split_hands_back_only_the_unwritten_rows() 
     errors = iter([asyncpg.exceptions.CheckViolationError("check"), asyncpg.exceptions.DeadlockDetectedError("dl")])
     original = target._apply
 
-    async def first_refused_then_deadlocked(items: list[Item]) -> None:
+    async def first_refused_then_deadlocked(groups: list[Rows]) -> None:
         error = next(errors, None)
         if error is not None and len(target.transactions) < 2:
-            target.transactions.append([i.index for i in items])
+            target.transactions.append([index for index, *_ in flat(groups)])
             raise error
-        await original(items)
+        await original(groups)
 
     target._apply = first_refused_then_deadlocked  # type: ignore[method-assign]
     failures = asyncio.run(target.write(Batch([{"id": n} for n in range(4)], Delivery())))

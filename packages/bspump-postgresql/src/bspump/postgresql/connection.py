@@ -21,6 +21,15 @@ from .errors import classify_postgres_error
 SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 
 
+async def reset_if_dirty(connection: asyncpg.Connection) -> None:
+    """Called by the pool when a connection comes back. asyncpg's default sends a reset query (``RESET ALL``,
+    ``UNLISTEN *``...) every time: a round trip per batch. The components of this package leave a connection
+    clean (transactions and cursors closed by their blocks, listeners removed), so only a connection left inside
+    a transaction (an operation cancelled half-way) gets the full reset."""
+    if connection.is_in_transaction():
+        await connection.reset()
+
+
 class PostgreSQLConnection(Connection):
     """A pool of asyncpg connections to one PostgreSQL database.
 
@@ -144,6 +153,7 @@ class PostgreSQLConnection(Connection):
             min_size=self.Config.getint("pool_min"),
             max_size=self.Config.getint("pool_max"),
             init=install_codecs,
+            reset=reset_if_dirty,
             **self.connect_arguments(),
         )
         try:

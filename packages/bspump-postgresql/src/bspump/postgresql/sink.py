@@ -27,6 +27,17 @@ class RowError(ValueError):
 
 
 @dataclass(slots=True)
+class Rows:
+    """Rows written by one statement (a COPY, or an upsert or delete per row): the events at ``indexes`` of the
+    batch, as ``values`` for ``columns``."""
+
+    action: str  # COPY, UPSERT or DELETE
+    columns: tuple[str, ...]
+    indexes: Sequence[int]
+    values: list[tuple[Any, ...]]
+
+
+@dataclass(slots=True)
 class Item:
     """One row operation: what the event at ``index`` of the batch turned into."""
 
@@ -61,7 +72,12 @@ class PostgreSQLSink(AsyncSink):
     written in its own transaction, until the bad rows are isolated: only they meet the pipeline's error policy
     (dead-lettered with the database's error), every other row is written. Transient errors (deadlock,
     serialization failure) and lost connections retry the rows not yet written, as :class:`bspump.AsyncSink`
-    describes; ``concurrency`` batches may be written at the same time, each on a connection of the pool.
+    describes.
+
+    ``concurrency`` batches are written at the same time, each in its own transaction on a connection of the
+    pool (acknowledged in order all the same). Unless set, it is 2 with ``insert`` (COPY batches are independent:
+    the server copies one while the next is prepared) and 1 with ``upsert``, where batches must commit in order:
+    with more, a later batch may commit before an earlier one that holds an older version of the same key.
     """
 
     ConfigDefaults: ClassVar[dict[str, Any]] = {
@@ -93,7 +109,11 @@ class PostgreSQLSink(AsyncSink):
             missing = [key for key in self.keys if key not in self.mapping]
             if missing:
                 raise self.Config.error("keys", f"key columns {missing} are not in columns")
+        if self.Config.origin("concurrency") == "default" and self.mode == "insert":
+            # COPY batches are independent: with two in flight the server copies one while the next is prepared.
+            self.concurrency = 2
         self._statements: dict[tuple[str, tuple[str, ...]], str] = {}
+        self._plans: dict[int, tuple[list[Rows], list[ItemFailure]]] = {}  # by id() of the batches put
         #: Transactions that failed on the data and were split to isolate bad rows.
         self.splits = 0
 
@@ -146,10 +166,14 @@ class PostgreSQLSink(AsyncSink):
             return Item(index, DELETE, columns, values)
         raise RowError(f"event {index} of the batch is a {op!r} change, which the sink does not apply")
 
-    def plan(self, events: Sequence[Any]) -> tuple[list[Item], list[ItemFailure]]:
-        """The row operations for ``events`` (with upsert, one per key: the last event of the key wins) and
-        the events that cannot become a row. Called by :meth:`write` for each batch."""
-        items: list[Item] = []
+    def plan(self, events: Sequence[Any]) -> tuple[list[Rows], list[ItemFailure]]:
+        """The row operations for ``events``, grouped by operation and columns (with upsert, one row per key:
+        the last event of the key wins), and the events that cannot become a row. Called by :meth:`write` for
+        each batch."""
+        if self.mode != "upsert" and self.mapping is None:
+            return self._plan_copy(events)
+        items: list[Item | None] = []
+        item: Item | None
         failures: list[ItemFailure] = []
         latest: dict[tuple[Any, ...], int] = {}
         for index, event in enumerate(events):
@@ -162,26 +186,66 @@ class PostgreSQLSink(AsyncSink):
                     previous = latest.get(key)
                     latest[key] = len(items)
                     if previous is not None:
-                        items[previous] = _superseded(items[previous])
+                        items[previous] = None  # superseded: the later event of the key writes the row
             except RowError as error:
                 failures.append(ItemFailure(index, error, ErrorKind.PERMANENT))
                 continue
             items.append(item)
-        return [item for item in items if item.action], failures
+        groups: dict[tuple[str, tuple[str, ...]], tuple[list[int], list[tuple[Any, ...]]]] = {}
+        for item in items:
+            if item is not None:
+                indexes, values = groups.setdefault((item.action, item.columns), ([], []))
+                indexes.append(item.index)
+                values.append(item.values)
+        return [Rows(action, columns, indexes, values) for (action, columns), (indexes, values) in groups.items()], \
+            failures
+
+    def _plan_copy(self, events: Sequence[Any]) -> tuple[list[Rows], list[ItemFailure]]:
+        """:meth:`plan` of the common case, COPY of each event's keys. Events of a batch usually are dicts with
+        the same keys: they become one group in two tight passes."""
+        if all(type(event) is dict for event in events):
+            shapes = {tuple(event) for event in events}
+            if len(shapes) == 1:
+                return [Rows(COPY, shapes.pop(), range(len(events)), [tuple(e.values()) for e in events])], []
+        groups: dict[tuple[str, ...], tuple[list[int], list[tuple[Any, ...]]]] = {}
+        failures: list[ItemFailure] = []
+        for index, event in enumerate(events):
+            if type(event) is not dict and not isinstance(event, Mapping):
+                failures.append(ItemFailure(index, RowError(
+                    f"event {index} of the batch is a {type(event).__name__}, not a mapping of column values"),
+                    ErrorKind.PERMANENT))
+                continue
+            indexes, values = groups.setdefault(tuple(event), ([], []))
+            indexes.append(index)
+            values.append(tuple(event.values()))
+        return [Rows(COPY, columns, indexes, values) for columns, (indexes, values) in groups.items()], failures
 
     # -- writing ---------------------------------------------------------------------------------------------------
+    def put(self, batch: Batch) -> None:
+        """Plan the batch's rows as it arrives, then queue it: planning runs while the writer waits for the
+        server on the batch before (a CPU cost that would otherwise add to every write)."""
+        self._plans[id(batch)] = self.plan(batch.events)
+        super().put(batch)
+
+    async def close(self) -> None:
+        self._plans.clear()
+        await super().close()
+
     async def write(self, batch: Batch) -> Sequence[ItemFailure] | None:
         """Write the batch in one transaction; split it to isolate rows the database refuses. Called by the
         writer task for each batch (and for the events of a batch being tried again)."""
-        items, failures = self.plan(batch.events)
-        failures.extend(await self._write_items(items, whole=not failures))
+        planned = self._plans.pop(id(batch), None)
+        groups, failures = planned if planned is not None else self.plan(batch.events)
+        failures = list(failures)
+        failures.extend(await self._write_rows(groups, whole=not failures))
         return failures or None
 
-    async def _write_items(self, items: list[Item], whole: bool = False) -> list[ItemFailure]:
-        if not items:
+    async def _write_rows(self, groups: list[Rows], whole: bool = False) -> list[ItemFailure]:
+        count = sum(len(rows.indexes) for rows in groups)
+        if not count:
             return []
         try:
-            await self._apply(items)
+            await self._apply(groups)
             return []
         except asyncio.CancelledError:
             raise
@@ -189,28 +253,25 @@ class PostgreSQLSink(AsyncSink):
             if self.classify(error) is not ErrorKind.PERMANENT:
                 if whole:  # nothing of the batch was written: the base class retries it (and counts the error)
                     raise
-                return [ItemFailure(item.index, error) for item in items]  # retried by the base class
-            if len(items) == 1:
-                return [ItemFailure(items[0].index, error, ErrorKind.PERMANENT)]
+                return [ItemFailure(i, error) for rows in groups for i in rows.indexes]  # retried by the base
+            if count == 1:
+                return [ItemFailure(next(i for rows in groups for i in rows.indexes), error, ErrorKind.PERMANENT)]
             self.splits += 1
             log.debug("%s: a transaction of %d rows failed (%s: %s); splitting it to isolate the bad rows",
-                      self.qualified_id, len(items), type(error).__name__, error)
-        middle = len(items) // 2
-        return [*await self._write_items(items[:middle]), *await self._write_items(items[middle:])]
+                      self.qualified_id, count, type(error).__name__, error)
+        first, second = _halves(groups, count // 2)
+        return [*await self._write_rows(first), *await self._write_rows(second)]
 
-    async def _apply(self, items: list[Item]) -> None:
-        """Every operation of ``items`` in one transaction, grouped by operation and columns."""
-        groups: dict[tuple[str, tuple[str, ...]], list[tuple[Any, ...]]] = {}
-        for item in items:
-            groups.setdefault((item.action, item.columns), []).append(item.values)
+    async def _apply(self, groups: list[Rows]) -> None:
+        """Every group of rows in one transaction."""
         assert isinstance(self.connection, PostgreSQLConnection)
         async with self.connection.session() as connection, connection.transaction():
-            for (action, columns), rows in groups.items():
-                if action == COPY:
+            for rows in groups:
+                if rows.action == COPY:
                     await connection.copy_records_to_table(self.table, schema_name=self.schema or None,
-                                                           columns=list(columns), records=rows)
+                                                           columns=list(rows.columns), records=rows.values)
                 else:
-                    await connection.executemany(self._statement(action, columns), rows)
+                    await connection.executemany(self._statement(rows.action, rows.columns), rows.values)
 
     def _statement(self, action: str, columns: tuple[str, ...]) -> str:
         statement = self._statements.get((action, columns))
@@ -223,6 +284,15 @@ class PostgreSQLSink(AsyncSink):
         return statement
 
 
-def _superseded(item: Item) -> Item:
-    """An item replaced by a later event of the same key in the batch: it is written by that one."""
-    return Item(item.index, "", item.columns, item.values)
+def _halves(groups: list[Rows], size: int) -> tuple[list[Rows], list[Rows]]:
+    """The first ``size`` rows of ``groups`` and the rest, each still grouped."""
+    first: list[Rows] = []
+    second: list[Rows] = []
+    for rows in groups:
+        take = min(max(size, 0), len(rows.indexes))
+        size -= take
+        if take:
+            first.append(Rows(rows.action, rows.columns, rows.indexes[:take], rows.values[:take]))
+        if take < len(rows.indexes):
+            second.append(Rows(rows.action, rows.columns, rows.indexes[take:], rows.values[take:]))
+    return first, second
