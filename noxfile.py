@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
 import tempfile
+import tomllib
 from pathlib import Path
 
 import nox
@@ -20,7 +23,8 @@ TEST_TOOLS = ["pytest>=8", "pytest-asyncio>=0.24"]
 
 nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.reuse_existing_virtualenvs = True
-nox.options.sessions = ["lint", "typing", "core_install", "tests", "tests_all", "docs", "template", "integration"]
+nox.options.sessions = ["lint", "typing", "core_install", "tests", "tests_all", "docs", "template", "build",
+                        "wheel_install", "notebooks", "integration"]
 
 
 def _editable(*packages: str) -> list[str]:
@@ -31,8 +35,11 @@ def _editable(*packages: str) -> list[str]:
 
 
 def _extras(package: str) -> str:
-    """Connector test suites run with every optional client of the package installed."""
-    return {"bspump-kafka": "[confluent]"}.get(package, "")
+    """Connector test suites run with every optional client of the package installed: all the extras its
+    pyproject.toml declares (``[confluent]`` for bspump-kafka), read from it rather than listed here."""
+    pyproject = tomllib.loads((ROOT / "packages" / package / "pyproject.toml").read_text(encoding="utf-8"))
+    extras = sorted(pyproject["project"].get("optional-dependencies", {}))
+    return f"[{','.join(extras)}]" if extras else ""
 
 
 @nox.session(python=PYTHON)
@@ -137,7 +144,9 @@ def docs(session: nox.Session) -> None:
     session.install("sphinx>=8", *TEST_TOOLS, *_editable("bspump-core"),
                     *[arg for p in CONNECTORS for arg in ("-e", f"{ROOT / 'packages' / p}")])
     session.run("sphinx-build", "-W", "-q", "-b", "html", str(ROOT / "docs"), str(ROOT / "docs" / "_build" / "html"))
-    session.run("pytest", str(ROOT / "docs" / "test_examples.py"), "-q", *session.posargs)
+    # The examples of every page, and every connector's reference page against its classes' ConfigDefaults.
+    session.run("pytest", str(ROOT / "docs" / "test_examples.py"), str(ROOT / "docs" / "test_reference_pages.py"),
+                "-q", *session.posargs)
 
 
 @nox.session(python=PYTHON)
@@ -158,3 +167,70 @@ def demo(session: nox.Session) -> None:
     session.run("bspump", "run", str(ROOT / "examples" / "quickstart"))
 
 
+
+
+def _build_all(session: nox.Session) -> Path:
+    """Wheel and sdist of every package, with hatch, into dist/ (emptied first: only this tree's artefacts)."""
+    session.install("hatch>=1.13")
+    session.run("python", str(ROOT / "scripts" / "release.py"), "check")
+    dist = ROOT / "dist"
+    shutil.rmtree(dist, ignore_errors=True)
+    # Hatch's own environments (its build env holding hatchling) live in this session's venv, not in the
+    # user's ~/.local/share/hatch. Nox's UV_PYTHON (this session's venv) is unset, or hatch's installer (uv)
+    # would put hatchling there instead of into its build env.
+    hatch_data = {"HATCH_DATA_DIR": str(Path(session.virtualenv.location) / "hatch-data"), "UV_PYTHON": None,
+                  "UV_PROJECT_ENVIRONMENT": None}
+    for package in PACKAGES:
+        with session.chdir(ROOT / "packages" / package):
+            session.run("hatch", "build", "-t", "wheel", "-t", "sdist", str(dist), env=hatch_data)
+    return dist
+
+
+@nox.session(python=PYTHON)
+def build(session: nox.Session) -> None:
+    """Wheel and sdist of every package in dist/, after checking versions, changelogs and bspump-core ranges."""
+    dist = _build_all(session)
+    session.log("built: " + ", ".join(sorted(p.name for p in dist.iterdir())))
+
+
+#: What a package's smoke script returns when what it needs (a server) is not there.
+SMOKE_SKIPPED = 77
+
+
+def _wheel(dist: Path, package: str) -> Path:
+    project = tomllib.loads((ROOT / "packages" / package / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    wheels = list(dist.glob(f"{project['name'].replace('-', '_')}-{project['version']}-*.whl"))
+    if len(wheels) != 1:
+        raise RuntimeError(f"expected one wheel of {package} {project['version']} in {dist}, found {wheels}")
+    return wheels[0]
+
+
+@nox.session(python=PYTHON)
+def wheel_install(session: nox.Session) -> None:
+    """For each connector: its wheel and bspump-core's in an empty venv, nothing of the other connectors, and
+    a pipeline through it (the package's own tests/smoke_install.py; exit 77 = its server is not up)."""
+    dist = _build_all(session)
+    outcomes: list[str] = []
+    for package in CONNECTORS:
+        with tempfile.TemporaryDirectory(prefix=f"{package}-wheel-") as folder:
+            venv = Path(folder) / "venv"
+            python = str(venv / "bin" / "python")
+            session.run("uv", "venv", "--quiet", "--python", PYTHON, str(venv), external=True)
+            session.run("uv", "pip", "install", "--quiet", "--python", python, str(_wheel(dist, "bspump-core")),
+                        str(_wheel(dist, package)), external=True)
+            with session.chdir(folder):  # away from the source tree: only the installed wheels import
+                session.run(python, str(ROOT / "scripts" / "check_selective_install.py"), str(ROOT), package,
+                            external=True)
+                session.run(str(venv / "bin" / "bspump"), "plugins", external=True)
+                smoke = ROOT / "packages" / package / "tests" / "smoke_install.py"
+                if not smoke.is_file():
+                    outcomes.append(f"{package}: installed alone; no tests/smoke_install.py to run a pipeline")
+                    continue
+                session.log(f"{python} {smoke}")
+                code = subprocess.run([python, str(smoke)], cwd=folder, check=False).returncode
+                if code not in (0, SMOKE_SKIPPED):
+                    session.error(f"{package}: {smoke.relative_to(ROOT)} failed (exit code {code})")
+                outcomes.append(f"{package}: installed alone; smoke " + ("skipped (its server is not up)"
+                                                                          if code == SMOKE_SKIPPED else "passed"))
+    for outcome in outcomes:
+        session.log(outcome)
