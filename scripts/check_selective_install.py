@@ -65,7 +65,8 @@ def main(repository: Path, chosen: str) -> int:
     for failure in failures:
         print(f"error: {failure}", file=sys.stderr)
     if not failures:
-        print(f"ok: {chosen} installed alone with bspump-core; none of {', '.join(sorted(foreign)) or 'nothing'}")
+        others = f"none of {', '.join(sorted(foreign))}" if foreign else "no other connector in packages/ yet"
+        print(f"ok: {chosen} installed alone with bspump-core ({others})")
     return 1 if failures else 0
 
 
