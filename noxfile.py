@@ -23,8 +23,10 @@ TEST_TOOLS = ["pytest>=8", "pytest-asyncio>=0.24"]
 
 nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.reuse_existing_virtualenvs = True
-nox.options.sessions = ["lint", "typing", "core_install", "tests", "tests_all", "docs", "template", "build",
-                        "wheel_install", "notebooks", "integration"]
+#: What ./dev test runs. wheel_install (which builds the packages first, as `nox -s build` does) and notebooks
+#: come after integration, which starts the test servers: their Kafka parts then run, not skip.
+nox.options.sessions = ["lint", "typing", "core_install", "tests", "tests_all", "docs", "template", "integration",
+                        "wheel_install", "notebooks"]
 
 
 def _editable(*packages: str) -> list[str]:
@@ -147,6 +149,16 @@ def docs(session: nox.Session) -> None:
     # The examples of every page, and every connector's reference page against its classes' ConfigDefaults.
     session.run("pytest", str(ROOT / "docs" / "test_examples.py"), str(ROOT / "docs" / "test_reference_pages.py"),
                 "-q", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def notebooks(session: nox.Session) -> None:
+    """Execute the notebooks of docs/notebooks/ in a real kernel (nbclient + ipykernel), every package installed;
+    their Kafka part runs when a broker answers at BSPUMP_TEST_KAFKA and is skipped otherwise."""
+    session.install(*TEST_TOOLS, "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29", *_editable("bspump-core"),
+                    *[arg for p in CONNECTORS for arg in ("-e", f"{ROOT / 'packages' / p}{_extras(p)}")])
+    session.run("pytest", str(ROOT / "docs" / "notebooks" / "test_notebooks.py"), "-q", "-p", "no:cacheprovider",
+                *session.posargs)
 
 
 @nox.session(python=PYTHON)
