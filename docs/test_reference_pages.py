@@ -13,7 +13,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-import reference_pages  # noqa: E402
+import reference_pages
 
 PACKAGES = reference_pages.packages()
 
