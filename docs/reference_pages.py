@@ -17,7 +17,7 @@ from __future__ import annotations
 import importlib
 import sys
 import tomllib
-from collections.abc import Iterator, Mapping
+from collections.abc import Collection, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -100,8 +100,12 @@ class Section:
     problems: list[str] = field(default_factory=list)
 
 
-def page_sections(page: Path) -> dict[str, Section]:
-    """The sections of ``page`` by title, each with the keys in the first column of its list-tables."""
+def page_sections(page: Path, classes: Collection[str] = ()) -> dict[str, Section]:
+    """The sections of ``page`` by title, each with the keys in the first column of its list-tables.
+
+    A table belongs to the nearest enclosing section titled with one of ``classes`` (so a class's section may
+    split its keys over subsections, "TLS" for instance), else to its own section.
+    """
     from docutils import nodes
     from docutils.core import publish_doctree
 
@@ -110,22 +114,28 @@ def page_sections(page: Path) -> dict[str, Section]:
                            settings_overrides={"report_level": 5, "halt_level": 5, "file_insertion_enabled": False})
     sections: dict[str, Section] = {}
     for node in tree.findall(nodes.section):
-        title = node.next_node(nodes.title).astext().strip().strip("`")
-        section = sections.setdefault(title, Section(title))
-        for table in node.findall(nodes.table):
-            if _section_of(table) is not node:
-                continue  # a subsection's table belongs to the subsection
-            _read_table(table, section)
+        title = _title(node)
+        sections.setdefault(title, Section(title))
+    for table in tree.findall(nodes.table):
+        enclosing = [node for node in _ancestors(table) if isinstance(node, nodes.section)]
+        if not enclosing:
+            continue
+        owner = next((node for node in enclosing if _title(node) in classes), enclosing[0])
+        _read_table(table, sections[_title(owner)])
     return sections
 
 
-def _section_of(node: Any) -> Any:
+def _title(section: Any) -> str:
     from docutils import nodes
 
+    return str(section.next_node(nodes.title).astext()).strip().strip("`")
+
+
+def _ancestors(node: Any) -> Iterator[Any]:
     parent = node.parent
-    while parent is not None and not isinstance(parent, nodes.section):
+    while parent is not None:
+        yield parent
         parent = parent.parent
-    return parent
 
 
 def _read_table(table: Any, section: Section) -> None:
@@ -156,7 +166,7 @@ def check_package(package: Package) -> list[str]:
         return [f"{package.distribution} has no reference page: write {page} (python docs/reference_pages.py "
                 f"{package.distribution} prints its tables)"] if package.is_connector else []
     classes = registered_classes(package)
-    sections = page_sections(package.page)
+    sections = page_sections(package.page, classes)
     problems: list[str] = []
     if not classes:
         problems.append(f"{package.distribution} registers no class through its entry points, yet has {page}")

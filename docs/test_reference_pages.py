@@ -103,3 +103,13 @@ def test_printed_tables_are_a_page_that_passes(tmp_path: Path) -> None:
     for cls in (bspump.kafka.KafkaConnection, bspump.kafka.KafkaSource, bspump.kafka.KafkaSink):
         assert sections[cls.__name__].keys == list(reference_pages.declared_keys(cls))
         assert sections[cls.__name__].problems == []
+
+
+def test_a_class_section_may_split_its_keys_over_subsections(tmp_path: Path) -> None:
+    page = _page(tmp_path, "KafkaSink", ["topic"])
+    text = page.read_text(encoding="utf-8")
+    table = text[text.index(".. list-table::"):]
+    page.write_text(text + "\nProducer\n~~~~~~~~\n\n" + table.replace("``topic``", "``acks``"), encoding="utf-8")
+    sections = reference_pages.page_sections(page, ["KafkaSink"])
+    assert sections["KafkaSink"].keys == ["topic", "acks"]
+    assert sections["Producer"].keys == []
