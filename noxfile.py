@@ -59,7 +59,7 @@ def tests(session: nox.Session, package: str) -> None:
 def core_install(session: nox.Session) -> None:
     """`pip install packages/bspump-core` into an empty venv installs no connector client."""
     session.install(str(ROOT / "packages" / "bspump-core"))
-    session.run("python", str(ROOT / "scripts" / "check_core_install.py"))
+    session.run("python", str(ROOT / "scripts" / "check_selective_install.py"), str(ROOT), "bspump-core")
 
 
 @nox.session(python=PYTHON)
@@ -200,7 +200,10 @@ def _build_all(session: nox.Session) -> Path:
 
 @nox.session(python=PYTHON)
 def build(session: nox.Session) -> None:
-    """Wheel and sdist of every package in dist/, after checking versions, changelogs and bspump-core ranges."""
+    """Wheel and sdist of every package in dist/, after checking versions, changelogs and bspump-core ranges
+    (and testing those checks: scripts/tests)."""
+    session.install("pytest>=8")
+    session.run("pytest", str(ROOT / "scripts" / "tests"), "-q", "-p", "no:cacheprovider")
     dist = _build_all(session)
     session.log("built: " + ", ".join(sorted(p.name for p in dist.iterdir())))
 

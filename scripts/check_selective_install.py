@@ -1,15 +1,18 @@
 """Run by the Python of a venv that holds bspump-core and ONE connector, both installed from their wheels.
 
     python check_selective_install.py REPOSITORY bspump-NAME
+    python check_selective_install.py REPOSITORY bspump-core      (bspump-core alone: no connector client)
 
 Proves the install is selective: the connector and the core came from wheels (not the source tree), and no
-other connector of the repository, nor any client library only another connector declares, came along.
+other connector of the repository, nor any client library only another connector declares, came along. The
+connectors and their dependencies are read from packages/*/pyproject.toml, never listed here.
 Standard library only (the venv holds nothing else).
 """
 
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import re
 import sys
 import tomllib
@@ -50,15 +53,16 @@ def main(repository: Path, chosen: str) -> int:
     print(f"{chosen}: {len(installed)} distributions installed: "
           + ", ".join(f"{n} {d.version}" for n, d in sorted(installed.items())))
     failures = []
-    for name in ("bspump-core", chosen):
+    for name in sorted({"bspump-core", chosen}):
         dist = installed.get(name)
         if dist is None:
             failures.append(f"{name} is not installed")
             continue
         location = Path(str(dist.locate_file(""))).resolve()
-        if location.is_relative_to(repository.resolve()) or (dist.read_text("direct_url.json") or "").find(
-                '"editable": true') >= 0:
-            failures.append(f"{name} is installed from the source tree ({location}), not from its wheel")
+        origin = json.loads(dist.read_text("direct_url.json") or "{}")
+        editable = bool(origin.get("dir_info", {}).get("editable"))
+        if editable or location.is_relative_to((repository / "packages").resolve()):
+            failures.append(f"{name} is installed from the source tree (editable), not from its wheel")
     leaked = sorted(foreign & set(installed))
     if leaked:
         failures.append(f"installing {chosen} pulled in what only other connectors need: {', '.join(leaked)}")
@@ -66,7 +70,8 @@ def main(repository: Path, chosen: str) -> int:
         print(f"error: {failure}", file=sys.stderr)
     if not failures:
         others = f"none of {', '.join(sorted(foreign))}" if foreign else "no other connector in packages/ yet"
-        print(f"ok: {chosen} installed alone with bspump-core ({others})")
+        alone = "alone" if chosen == "bspump-core" else "alone with bspump-core"
+        print(f"ok: {chosen} installed {alone} ({others})")
     return 1 if failures else 0
 
 
