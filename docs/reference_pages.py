@@ -97,6 +97,8 @@ class Section:
 
     title: str
     keys: list[str] = field(default_factory=list)
+    #: The Default cell of each key's row, as text.
+    defaults: dict[str, str] = field(default_factory=dict)
     problems: list[str] = field(default_factory=list)
 
 
@@ -155,6 +157,8 @@ def _read_table(table: Any, section: Section) -> None:
             section.problems.append(f"a row whose Key cell {text!r} is not written ``key``")
             continue
         section.keys.append(text.lower())
+        cells = list(row.findall(nodes.entry))
+        section.defaults[text.lower()] = cells[2].astext().strip() if len(cells) > 2 else ""
 
 
 def check_package(package: Package) -> list[str]:
@@ -184,10 +188,52 @@ def check_package(package: Package) -> list[str]:
             if key not in declared and key not in RESERVED_KEYS:
                 problems.append(f"{page}, section {name}: key {key!r} is not a key of {name} "
                                 f"(its keys: {', '.join(declared) or 'none'})")
+        for key, default in declared.items():
+            written = section.defaults.get(key)
+            if written is not None and default_disagrees(default, written):
+                problems.append(f"{page}, section {name}: the default of {key!r} is {plain(default)!r} in the code "
+                                f"but {written!r} on the page")
         repeated = sorted({key for key in section.keys if section.keys.count(key) > 1})
         if repeated:
             problems.append(f"{page}, section {name}: keys listed twice: {', '.join(repeated)}")
     return problems
+
+
+def plain(default: Any) -> Any:
+    """A default as the configuration holds it (an ``Int(5, min=0)`` is 5)."""
+    value = getattr(default, "plain", None)
+    return value() if callable(value) else default
+
+
+def default_disagrees(default: Any, written: str) -> bool:
+    """Whether the page's Default cell states another value than the code's default.
+
+    Only a cell that reads as a value of the key's type can disagree (``30s`` or ``30`` for a duration,
+    ``true``, a number, one of the choices); prose (``1 MiB``, ``the pipeline ID``) is left to the reader.
+    """
+    from bspump.config import Choice, Seconds
+    from bspump.config.coerce import parse_bool
+    from bspump.config.typed import parse_seconds
+
+    text = written.strip().strip("`").strip()
+    if isinstance(default, Seconds):
+        try:
+            return abs(parse_seconds(text) - float(default)) > 1e-9
+        except ValueError:
+            return False
+    if isinstance(default, bool):
+        try:
+            return parse_bool(text) is not default
+        except ValueError:
+            return False
+    if isinstance(default, int | float) and not isinstance(default, Choice):
+        try:
+            return float(text.replace(",", "").replace("_", "")) != float(default)
+        except ValueError:
+            return False
+    if isinstance(default, Choice):
+        return text.lower() in {c.lower() for c in default.choices} and text.lower() != str(default).lower()
+    return False
 
 
 # -- printing a page's tables from the code -------------------------------------------------------------------

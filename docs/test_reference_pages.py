@@ -113,3 +113,34 @@ def test_a_class_section_may_split_its_keys_over_subsections(tmp_path: Path) -> 
     sections = reference_pages.page_sections(page, ["KafkaSink"])
     assert sections["KafkaSink"].keys == ["topic", "acks"]
     assert sections["Producer"].keys == []
+
+
+@pytest.mark.parametrize(("default", "written", "disagrees"), [
+    ("Seconds(0.5)", "``500ms``", False), ("Seconds(0.5)", "``0.5``", False), ("Seconds(0.5)", "``1s``", True),
+    ("Int(5, min=0)", "``5``", False), ("Int(1048576)", "``1,048,576``", False), ("Int(5, min=0)", "``10``", True),
+    ("Int(1048576)", "1 MiB", False), ("True", "``true``", False), ("True", "``no``", True),
+    ("Choice('all', ('all', '1', '0'))", "``all``", False), ("Choice('all', ('all', '1', '0'))", "``1``", True),
+    ("Choice('all', ('all', '1', '0'))", "every replica", False), ("'localhost:9092'", "anything", False),
+])
+def test_a_default_the_page_states_must_be_the_code_s(default: str, written: str, disagrees: bool) -> None:
+    from bspump.config import Choice, Int, Seconds  # noqa: F401 (used by eval)
+
+    assert reference_pages.default_disagrees(eval(default), written) is disagrees
+
+
+def test_a_stale_default_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import bspump.kafka
+
+    package = next(p for p in PACKAGES if p.distribution == "bspump-kafka")
+    out = __import__("io").StringIO()
+    reference_pages.print_tables("bspump-kafka", out)
+    text = "Kafka\n=====\n\n" + out.getvalue()
+    linger = text.index("``linger_ms``")
+    text = text[:linger] + text[linger:].replace("``5``", "``50``", 1)
+    page = tmp_path / "kafka.rst"
+    page.write_text(text, encoding="utf-8")
+    monkeypatch.setattr(reference_pages, "ROOT", tmp_path)
+    monkeypatch.setattr(reference_pages.Package, "page", property(lambda self: page))
+    assert bspump.kafka.KafkaSink.ConfigDefaults["linger_ms"] == 5
+    assert reference_pages.check_package(package) == [
+        "kafka.rst, section KafkaSink: the default of 'linger_ms' is 5 in the code but '50' on the page"]
