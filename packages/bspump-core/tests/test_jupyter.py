@@ -229,3 +229,24 @@ def broken(app):
         await asyncio.wait_for(task, 10)
     await asyncio.sleep(0)  # the done callback runs
     assert "the notebook's application stopped" in caplog.text and "table is gone" in caplog.text
+
+
+async def test_a_failed_pipeline_shows_its_error(notebook: dict[str, Any]) -> None:
+    exec(CELL_1, notebook)
+    exec('''
+@register_pipeline
+def failing(app):
+    class Boom(bspump.Processor):
+        def process(self, context, event):
+            raise ValueError(f"bad event {event}")
+    p = bspump.Pipeline(app, "Failing")
+    p.build(bspump.MemorySource(app, p, events=[1]), Boom(app, p), bspump.MemorySink(app, p))
+    return p
+''', notebook)
+    task = notebook["start"]()
+    assert await asyncio.wait_for(task, 10) == 1  # error_policy = stop ends the application, as outside
+    row = notebook["status"]()["Failing"]  # the ended application is still there to look at
+    assert row["state"] == "failed" and "bad event 1" in row["error"] and row["errors"] == 1
+    exec(CELL_1, notebook)  # the next registrations start afresh
+    exec(CELL_2, notebook)
+    assert list(notebook["status"]()) == ["Notebook"]

@@ -13,7 +13,9 @@ stop("PipelineID")`` or ``await stop()`` stop one pipeline or everything, gracef
 
 The notebook's application keeps running when its pipelines have finished (a pipeline registered later starts
 at once) and leaves SIGINT to the kernel. Re-running a registration cell replaces what it registered, as long
-as that is not running. After ``stop()``, the next registration starts a new application.
+as that is not running. A pipeline that fails under ``error_policy = stop`` stops the application, as it does
+outside a notebook (``status()`` shows the error). After ``stop()``, the next registration starts a new
+application.
 """
 
 from __future__ import annotations
@@ -61,7 +63,7 @@ class Notebook:
         self.app: BSPumpApplication | None = None
         self.task: asyncio.Task[int] | None = None
         self.samples: dict[str, deque[Any]] = {}
-        self._background: set[asyncio.Task[Any]] = set()
+        self._background: set[asyncio.Future[Any]] = set()
 
     def get_app(self) -> BSPumpApplication:
         """The application, created on first use, and again once the previous one ended (a stopped application
@@ -141,9 +143,7 @@ class Notebook:
         """Stop one pipeline (it drains, its sink flushes, its positions commit) or, without an ID, the whole
         application. Returns something to ``await`` for the stop to complete (the application's exit code)."""
         if pipeline_id is not None:
-            pipeline = self._pipeline(pipeline_id)
-            task: asyncio.Future[Any] = asyncio.ensure_future(pipeline.stop())
-            return task
+            return self._in_background(self._pipeline(pipeline_id).stop(), f"stopping pipeline {pipeline_id!r}")
         if self.app is None:
             raise RuntimeError("nothing to stop: no pipeline was registered")
         self.app.stop()
@@ -196,8 +196,10 @@ class Notebook:
             known = ", ".join(sorted(pipelines)) or "none"
             raise KeyError(f"no pipeline {pipeline_id!r} (registered: {known})") from None
 
-    def _in_background(self, work: Any, failure: str) -> None:
-        task = asyncio.ensure_future(work)
+    def _in_background(self, work: Any, failure: str) -> asyncio.Future[Any]:
+        """Run ``work`` as a task the session holds on to (the loop keeps only weak references), logging its
+        failure; the caller may await it too."""
+        task: asyncio.Future[Any] = asyncio.ensure_future(work)
         self._background.add(task)
 
         def done(finished: asyncio.Future[Any]) -> None:
@@ -206,6 +208,7 @@ class Notebook:
                 log.error("%s: %s", failure, finished.exception())
 
         task.add_done_callback(done)
+        return task
 
 
 def _report_end(task: asyncio.Task[int]) -> None:
