@@ -77,10 +77,11 @@ def test_notebook_with_servers(path: Path, kernel: str, tmp_path: Path) -> None:
     needed = server_tags(path)
     if not needed:
         pytest.skip(f"{path.name} needs no server")
-    missing = [tag for tag in sorted(needed) if not answers(os.environ.get(*SERVER_TAGS[tag]))]
+    addresses = {tag: os.environ.get(*SERVER_TAGS[tag]) for tag in sorted(needed)}
+    missing = [f"{tag} at {address} ({SERVER_TAGS[tag][0]})" for tag, address in addresses.items()
+               if not answers(address)]
     if missing:
-        pytest.skip(f"{path.name}: no server answers for {', '.join(missing)} "
-                    f"({', '.join(SERVER_TAGS[tag][0] for tag in missing)})")
+        pytest.skip(f"{path.name}: no server answers for {', '.join(missing)}")
     notebook = execute(path, kernel, tmp_path, without=set())
     if path.name == "quickstart.ipynb":
         assert "events through notebook-orders-" in outputs(notebook)

@@ -21,15 +21,14 @@ SKIPPED = 77
 EVENTS = [{"order": n, "item": f"item-{n}"} for n in range(50)]
 
 
-def broker() -> str | None:
-    """The broker's address when something listens there, else None."""
-    address = os.environ.get("BSPUMP_TEST_KAFKA", "127.0.0.1:9092").split(",")[0]
+def answers(address: str) -> bool:
+    """Whether something listens at ``host:port``."""
     host, _, port = address.rpartition(":")
     try:
         with socket.create_connection((host, int(port)), timeout=2):
-            return address
+            return True
     except OSError:
-        return None
+        return False
 
 
 def application(bootstrap: str) -> bspump.BSPumpApplication:
@@ -66,9 +65,9 @@ async def read(bootstrap: str, topic: str) -> list[object]:
 
 
 async def main() -> int:
-    bootstrap = broker()
-    if bootstrap is None:
-        print("skipped: no Kafka broker answers at BSPUMP_TEST_KAFKA (default 127.0.0.1:9092)")
+    bootstrap = os.environ.get("BSPUMP_TEST_KAFKA", "127.0.0.1:9092").split(",")[0]
+    if not answers(bootstrap):
+        print(f"skipped: no Kafka broker answers at {bootstrap} (BSPUMP_TEST_KAFKA)")
         return SKIPPED
     print(f"bspump {bspump.__version__} from {os.path.dirname(bspump.__file__)}")
     print(f"bspump.kafka from {os.path.dirname(bspump.kafka.__file__)}")
