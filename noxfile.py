@@ -205,6 +205,9 @@ def build(session: nox.Session) -> None:
     session.install("pytest>=8")
     session.run("pytest", str(ROOT / "scripts" / "tests"), "-q", "-p", "no:cacheprovider")
     dist = _build_all(session)
+    # What PyPI will check on upload (metadata, the README as the long description), checked now.
+    session.install("twine>=5")
+    session.run("twine", "check", "--strict", *sorted(str(p) for p in dist.iterdir()))
     session.log("built: " + ", ".join(sorted(p.name for p in dist.iterdir())))
 
 
