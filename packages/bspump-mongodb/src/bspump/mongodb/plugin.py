@@ -1,0 +1,28 @@
+"""Registers the MongoDB types as ``mongodb.MongoDBConnection``, ``mongodb.MongoDBSource``,
+``mongodb.MongoDBChangeStreamSource`` and ``mongodb.MongoDBSink``."""
+
+from __future__ import annotations
+
+from bspump import hookimpl
+from bspump.hookspecs import Register
+
+from .change_stream import MongoDBChangeStreamSource
+from .connection import MongoDBConnection
+from .sink import MongoDBSink
+from .source import MongoDBSource
+
+
+@hookimpl
+def register_connections(register: Register) -> None:
+    register(MongoDBConnection)
+
+
+@hookimpl
+def register_sources(register: Register) -> None:
+    register(MongoDBSource)
+    register(MongoDBChangeStreamSource)
+
+
+@hookimpl
+def register_sinks(register: Register) -> None:
+    register(MongoDBSink)

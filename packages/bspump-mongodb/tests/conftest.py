@@ -1,0 +1,1 @@
+"""Unit tests of bspump-mongodb: no network, no servers."""
