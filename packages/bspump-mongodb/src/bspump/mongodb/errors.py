@@ -7,7 +7,7 @@ stream's fatal errors arrive as an ``OperationFailure`` whose code tells them ap
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 from pymongo.errors import (
     BulkWriteError,
@@ -18,6 +18,7 @@ from pymongo.errors import (
     OperationFailure,
     PyMongoError,
     WriteConcernError,
+    WriteError,
 )
 
 from bspump import BSPumpError, ErrorKind
@@ -102,3 +103,17 @@ def classify_mongo_error(error: BaseException) -> ErrorKind:
 class ChangeStreamHistoryLostError(BSPumpError):
     """The stored resume token is older than the server's oplog: the changes between the last acknowledged
     event and the oldest change still kept are gone. Raised under ``on_history_lost = fail``."""
+
+
+class ItemWriteError(WriteError):
+    """A bulk write's error for one item, as the server reported it (``code``, ``details``).
+
+    Its text is the server's message and code only: PyMongo's own text appends the whole write, document
+    included, which may hold what must not reach a log or a dead-letter sink."""
+
+    def __init__(self, item: dict[str, Any]) -> None:
+        self.message = str(item.get("errmsg") or "write error")
+        super().__init__(self.message, item.get("code"), item)
+
+    def __str__(self) -> str:
+        return f"{self.message} (code {self.code})"

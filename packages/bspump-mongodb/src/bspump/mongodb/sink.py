@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any, ClassVar
 
@@ -10,7 +11,7 @@ import bson
 from bson.errors import InvalidDocument
 from pymongo import DeleteOne, InsertOne, ReplaceOne, UpdateOne
 from pymongo.asynchronous.collection import AsyncCollection
-from pymongo.errors import BulkWriteError, DocumentTooLarge, WriteConcernError, WriteError
+from pymongo.errors import BulkWriteError, DocumentTooLarge, WriteConcernError
 
 import bspump
 from bspump import ErrorKind, ItemFailure
@@ -18,7 +19,7 @@ from bspump.batch import Batch
 from bspump.config import Choice
 
 from .connection import Document, MongoDBConnection
-from .errors import DUPLICATE_KEY
+from .errors import DUPLICATE_KEY, ItemWriteError
 
 log = logging.getLogger("bspump.mongodb")
 
@@ -209,7 +210,7 @@ class MongoDBSink(bspump.AsyncSink):
                 if isinstance(document, Mapping) and "_id" in document:
                     replays.append((index, document, item))
                     continue
-            failures.append(ItemFailure(index, WriteError(item.get("errmsg", "write error"), code, item)))
+            failures.append(ItemFailure(index, ItemWriteError(item)))
         if replays:
             failures.extend(await self._replays(replays))
         return failures
@@ -224,8 +225,7 @@ class MongoDBSink(bspump.AsyncSink):
             if stored.get(document["_id"]) == dict(document):
                 self.duplicates += 1
             else:
-                failures.append(ItemFailure(index, WriteError(item.get("errmsg", "write error"), item.get("code"),
-                                                              item)))
+                failures.append(ItemFailure(index, ItemWriteError(item)))
         return failures
 
     async def _write_encodable(self, batch: Batch, known: list[ItemFailure]) -> list[ItemFailure]:
@@ -244,7 +244,7 @@ class MongoDBSink(bspump.AsyncSink):
                 if size > limit:
                     raise DocumentTooLarge(f"document of {size} bytes exceeds the server's limit of {limit}")
             except Exception as exc:
-                failures.append(ItemFailure(index, exc, ErrorKind.PERMANENT))
+                failures.append(ItemFailure(index, _without_values(exc), ErrorKind.PERMANENT))
                 continue
             good.append(index)
         if good:
@@ -255,3 +255,11 @@ class MongoDBSink(bspump.AsyncSink):
     def gauges(self) -> Mapping[str, float]:
         return {"duplicates": self.duplicates, "unmatched": self.unmatched, "notices": self.notices}
 
+
+
+def _without_values(error: Exception) -> Exception:
+    """The encoder quotes the value it cannot encode, which may be anything (a secret): keep only its type."""
+    found = re.search(r"of type: <class '([^']+)'>", str(error))
+    if isinstance(error, InvalidDocument) and found:
+        return InvalidDocument(f"cannot encode a value of type {found.group(1)} as BSON")
+    return error

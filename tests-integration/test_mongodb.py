@@ -1,0 +1,463 @@
+"""bspump-mongodb against the real wire servers: the issue's acceptance points beyond the conformance kit.
+
+- a change-stream pump SIGKILLed and restarted five times loses nothing (duplicates are counted and printed);
+- an invalidate (collection dropped) followed by a recreated collection keeps streaming;
+- an expired resume token: ``fail`` stops with the lost window, ``restart`` ends with every document (on a
+  SecantusDB of the test's own whose oplog keeps 30 entries);
+- a batch with duplicates and invalid documents: those dead-lettered with the server's reason, the rest written;
+- the server restarted mid-run: the pipeline reconnects and nothing is lost.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+from mongodb_support import change_stream_support, mongo_client, operation_time, validator_support
+
+import bspump
+import bspump.mongodb
+from bspump.embedded.memory import MemorySink
+from bspump.testing import make_app, run_until, wait_for
+
+pytestmark = [pytest.mark.mongodb]
+
+FAST = {"reconnect_initial": 0.1, "reconnect_max": 1.0, "reconnect_jitter": 0.0, "server_selection_timeout": "2s"}
+
+
+class Numbered(bspump.Processor):
+    """A change event -> ``{"n": ..., "op": ...}``: the sink inserts one record per event delivered, so that
+    duplicates are visible in the target."""
+
+    def process(self, context: bspump.Context, event: Any) -> Any:
+        return {"n": event["fullDocument"]["n"], "op": event["operationType"]}
+
+
+def pump_app(uri: str, database: str, source: dict[str, Any], sink: dict[str, Any] | None,
+             processor: bool = False, pipeline_config: dict[str, Any] | None = None,
+             state_dir: Path | None = None) -> tuple[bspump.BSPumpApplication, bspump.Pipeline]:
+    """Change stream of ``source["collection"]`` -> MongoDBSink (or a MemorySink when ``sink`` is None)."""
+    app = make_app(environ={"BSPUMP_STATE_DIR": str(state_dir)} if state_dir else None)
+    svc = app.pump_service
+    svc.add_connection(bspump.mongodb.MongoDBConnection(app, "MongoDBConnection",
+                                                        config={"uri": uri, "database": database, **FAST}))
+    pipeline = bspump.Pipeline(app, "ChangePump", config={"retry_backoff": "50ms", **(pipeline_config or {})})
+    stream = bspump.mongodb.MongoDBChangeStreamSource(app, pipeline, config={
+        "commit_interval": "100ms", "max_await": "50ms", "batch_size": 100, **source})
+    components: list[Any] = [stream]
+    if processor:
+        components.append(Numbered(app, pipeline))
+    if sink is None:
+        components.append(MemorySink(app, pipeline, id="Received"))
+    else:
+        components.append(bspump.mongodb.MongoDBSink(app, pipeline, config=sink))
+    pipeline.build(*components)
+    svc.add_pipeline(pipeline)
+    return app, pipeline
+
+
+async def numbers(uri: str, database: str, collection: str, field: str = "n") -> list[int]:
+    async with mongo_client(uri) as client:
+        return [doc[field] async for doc in client[database][collection].find({}, {field: 1})]
+
+
+async def insert_range(uri: str, database: str, collection: str, start: int, stop: int) -> None:
+    async with mongo_client(uri) as client:
+        await client[database][collection].insert_many([{"n": n} for n in range(start, stop)])
+
+
+@pytest_asyncio.fixture
+async def change_stream_uri(mongodb_cs_uri: str) -> str:
+    missing = await change_stream_support(mongodb_cs_uri)
+    if missing is not None:
+        pytest.skip(f"mongodb_cs_uri: {missing}")
+    return mongodb_cs_uri
+
+
+# -- SIGKILL ---------------------------------------------------------------------------------------------------
+
+
+def run_pump(uri: str, database: str, collection: str, target: str, start_at: str) -> int:
+    """The pump of the SIGKILL test, in a process of its own (``python test_mongodb.py pump ...``)."""
+    app, _ = pump_app(uri, database, {"collection": collection, "start_at": start_at},
+                      {"collection": target}, processor=True)
+    return app.run()
+
+
+@pytest.mark.timeout(120)
+async def test_change_stream_pump_sigkilled_five_times_loses_nothing(
+        change_stream_uri: str, mongo_db_name: str, tmp_path: Path) -> None:
+    total = 6000
+    start_at = str(await operation_time(change_stream_uri, mongo_db_name))
+    command = [sys.executable, __file__, "pump", change_stream_uri, mongo_db_name, "source", "target", start_at]
+
+    def start(run: int) -> subprocess.Popen[bytes]:
+        log = open(tmp_path / f"pump{run}.log", "wb")
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=os.path.dirname(__file__))
+
+    async def write_source() -> None:
+        for first in range(0, total, 100):
+            await insert_range(change_stream_uri, mongo_db_name, "source", first, first + 100)
+            await asyncio.sleep(0.02)
+
+    writer = asyncio.create_task(write_source())
+    rng = random.Random(11)
+    kills = []
+    try:
+        for run in range(5):
+            pump = start(run)
+            written_before = len(await numbers(change_stream_uri, mongo_db_name, "target"))
+            deadline = time.monotonic() + 30
+            while len(await numbers(change_stream_uri, mongo_db_name, "target")) < written_before + 200:
+                assert pump.poll() is None, (tmp_path / f"pump{run}.log").read_text()[-3000:]
+                assert time.monotonic() < deadline, "the pump wrote nothing new"
+                await asyncio.sleep(0.05)
+            await asyncio.sleep(rng.uniform(0.05, 0.4))  # mid-batch, mid-commit: wherever it is
+            pump.send_signal(signal.SIGKILL)
+            pump.wait(10)
+            kills.append(len(await numbers(change_stream_uri, mongo_db_name, "target")))
+        await writer
+        pump = start(5)
+        deadline = time.monotonic() + 60
+        while len(set(await numbers(change_stream_uri, mongo_db_name, "target"))) < total:
+            assert pump.poll() is None, (tmp_path / "pump5.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "not every event arrived after the last restart"
+            await asyncio.sleep(0.1)
+        pump.send_signal(signal.SIGTERM)
+        assert pump.wait(30) == 0
+    finally:
+        writer.cancel()
+    seen = await numbers(change_stream_uri, mongo_db_name, "target")
+    duplicates = len(seen) - len(set(seen))
+    print(f"change stream, 5 SIGKILLs (target size at each kill: {kills}): {total} events, {len(set(seen))} "
+          f"delivered, {duplicates} duplicates")
+    assert set(seen) == set(range(total))
+
+
+if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "pump":
+    import logging
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(message)s")
+    sys.exit(run_pump(*sys.argv[2:7]))
+
+
+# -- invalidate ------------------------------------------------------------------------------------------------
+
+
+async def test_invalidate_then_recreated_collection_keeps_streaming(
+        change_stream_uri: str, mongo_db_name: str) -> None:
+    app, pipeline = pump_app(change_stream_uri, mongo_db_name, {"collection": "watched"}, None)
+    source = pipeline.sources[0]
+    received = pipeline.sink
+    assert isinstance(source, bspump.mongodb.MongoDBChangeStreamSource) and isinstance(received, MemorySink)
+
+    def inserted() -> list[int]:
+        return [e["fullDocument"]["n"] for e in received.events if e["operationType"] == "insert"]
+
+    async def scenario() -> None:
+        await wait_for(lambda: source.position is not None or pipeline.ready, 10)
+        await asyncio.sleep(0.3)  # the stream is open
+        await insert_range(change_stream_uri, mongo_db_name, "watched", 0, 10)
+        await wait_for(lambda: len(inserted()) == 10, 10, "the first ten")
+        async with mongo_client(change_stream_uri) as client:
+            await client[mongo_db_name]["watched"].drop()
+        await wait_for(lambda: source.invalidations == 1, 10, "the invalidate")
+        await insert_range(change_stream_uri, mongo_db_name, "watched", 10, 20)  # recreates the collection
+
+    task = asyncio.create_task(scenario())
+    await run_until(app, lambda: len(inserted()) >= 20, 30, "the events of the recreated collection")
+    await task
+    assert inserted() == list(range(20))
+    assert [e["operationType"] for e in received.events if e["operationType"] != "insert"] == ["drop"]
+    assert source.invalidations == 1
+
+
+# -- expired resume token --------------------------------------------------------------------------------------
+
+
+def secantusd() -> Path | None:
+    cache = Path(os.environ.get("BSPUMP_CACHE_DIR") or Path.home() / ".cache" / "bspump")
+    binary = cache / "venv" / "secantusdb" / "bin" / "secantusd-py"
+    return binary if binary.is_file() else None
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest_asyncio.fixture
+async def short_oplog_uri(tmp_path: Path) -> AsyncIterator[str]:
+    """A SecantusDB of this test's own whose oplog keeps 30 entries (``--oplog-max-entries``); its
+    ``secantusAdmin.pruneOplog`` drops older ones at once. Real MongoDB cannot shrink its oplog below 990 MB,
+    so where the harness's SecantusDB is not installed (the GitHub workflow) the test is skipped."""
+    binary = secantusd()
+    if binary is None:
+        pytest.skip("needs the harness's SecantusDB (run.sh install secantusdb): a real MongoDB oplog cannot be "
+                    "made small enough to lose history in a test")
+    port = free_port()
+    log = open(tmp_path / "secantusdb.log", "wb")
+    process = subprocess.Popen([str(binary), "--host", "127.0.0.1", "--port", str(port), "--storage-path",
+                                str(tmp_path / "data"), "--oplog-max-entries", "30", "--log-level", "WARNING"],
+                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    uri = f"mongodb://127.0.0.1:{port}/?directConnection=true"
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                async with mongo_client(uri) as client:
+                    await client.admin.command("ping")
+                break
+            except Exception:
+                assert process.poll() is None, (tmp_path / "secantusdb.log").read_text()
+                assert time.monotonic() < deadline, "the short-oplog SecantusDB did not start"
+                await asyncio.sleep(0.2)
+        yield uri
+    finally:
+        process.terminate()
+        try:
+            process.wait(15)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+        shutil.rmtree(tmp_path / "data", ignore_errors=True)
+
+
+@pytest.mark.timeout(120)
+async def test_expired_resume_token_fail_then_restart(short_oplog_uri: str, tmp_path: Path,
+                                                       caplog: pytest.LogCaptureFixture) -> None:
+    uri, database = short_oplog_uri, "shop"
+    replicate = {"collection": "replica", "events": "change_events"}
+
+    def app_with(policy: str) -> tuple[bspump.BSPumpApplication, bspump.Pipeline]:
+        return pump_app(uri, database, {"collection": "orders", "on_history_lost": policy}, replicate)
+
+    # First run: streams 0..9 and checkpoints (in the deployment's bspump_checkpoints collection).
+    app, pipeline = app_with("fail")
+    source = pipeline.sources[0]
+
+    async def first_events() -> None:
+        await asyncio.sleep(0.5)
+        await insert_range(uri, database, "orders", 0, 10)
+
+    feeding = asyncio.create_task(first_events())
+    await run_until(app, lambda: pipeline.metrics()["out"] >= 10 and source.commits > 0, 30, "ten replicated")
+    await feeding
+    assert sorted(await numbers(uri, database, "replica")) == list(range(10))
+    # While the pump is down: more changes than the oplog keeps, and a prune.
+    await insert_range(uri, database, "orders", 10, 200)
+    async with mongo_client(uri) as client:
+        await client.admin.command("secantusAdmin.pruneOplog")
+        oldest = await client.local["oplog.rs"].find_one({}, sort=[("$natural", 1)])
+    assert oldest is not None
+
+    # fail: the application stops (exit code 1) with the window; nothing of 10..199 was made up.
+    app, pipeline = app_with("fail")
+    code = await asyncio.wait_for(app.run_async(), 30)
+    assert code == 1
+    error = pipeline.error
+    assert isinstance(error, bspump.mongodb.ChangeStreamHistoryLostError), error
+    assert "are lost" in str(error) and "from 20" in str(error) and "286" in str(error), str(error)
+    assert sorted(await numbers(uri, database, "replica")) == list(range(10))
+
+    # restart: loud log, snapshot, then streaming on; every document ends up present.
+    app, pipeline = app_with("restart")
+    source = pipeline.sources[0]
+    assert isinstance(source, bspump.mongodb.MongoDBChangeStreamSource)
+
+    async def after_snapshot() -> None:
+        await wait_for(lambda: source.snapshots == 1 and source.tracker.pending() == 0, 30, "the snapshot")
+        await insert_range(uri, database, "orders", 200, 210)
+
+    feeding = asyncio.create_task(after_snapshot())
+
+    async def replicated() -> list[int]:
+        return sorted(await numbers(uri, database, "replica"))
+
+    done: list[int] = []
+
+    async def poll() -> None:
+        while True:
+            done[:] = await replicated()
+            await asyncio.sleep(0.1)
+
+    poller = asyncio.create_task(poll())
+    try:
+        code = await run_until(app, lambda: done == list(range(210)), 45, "every document replicated")
+    finally:
+        poller.cancel()
+    await feeding
+    assert code == 0
+    assert source.history_lost == 1 and source.snapshots == 1
+    assert any("CHANGE STREAM HISTORY LOST" in r.getMessage() and r.levelname == "ERROR" for r in caplog.records)
+    print(f"expired token: fail -> {error}")
+
+
+# -- per-item failures -----------------------------------------------------------------------------------------
+
+
+class OneBatch(bspump.Source):
+    """Emits ``events`` as one batch, then is exhausted."""
+
+    def __init__(self, *args: Any, events: list[Any], **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.events = events
+
+    async def main(self) -> None:
+        await self.emit([dict(e) for e in self.events], {"source": "test"})
+
+
+async def test_batch_with_duplicates_and_invalid_documents_ferretdb(mongodb_uri: str, mongo_db_name: str) -> None:
+    await batch_with_duplicates_and_invalid_documents(mongodb_uri, mongo_db_name)
+
+
+async def test_batch_with_duplicates_and_invalid_documents_secantusdb(mongodb_cs_uri: str,
+                                                                      mongo_db_name: str) -> None:
+    await batch_with_duplicates_and_invalid_documents(mongodb_cs_uri, mongo_db_name)
+
+
+async def batch_with_duplicates_and_invalid_documents(uri: str, database: str) -> None:
+    """Replayed, conflicting, invalid and unencodable documents in one batch: the replay counts as written,
+    the others are dead-lettered with the server's (or the encoder's) reason, every other document is written."""
+    validators = await validator_support(uri)
+    async with mongo_client(uri) as client:
+        if validators:
+            await client[database].create_collection("items", validator={"n": {"$gte": 0}})
+        await client[database]["items"].create_index("sku", unique=True)
+        await client[database]["items"].insert_many([{"_id": 1, "n": 1, "sku": "a1"}, {"_id": 2, "n": 2, "sku": "a2"}])
+
+    good = [{"_id": 100 + n, "n": 100 + n, "sku": f"s{n}"} for n in range(20)]
+    replay = {"_id": 1, "n": 1, "sku": "a1"}  # already stored exactly so: an idempotent re-insert
+    conflict_id = {"_id": 2, "n": 999, "sku": "other"}  # another document under a taken _id
+    conflict_sku = {"_id": 300, "n": 300, "sku": "s3"}  # a taken unique sku
+    invalid = {"_id": 301, "n": -1, "sku": "v"} if validators else {"_id": 301, "n": 301, "$sku": "v"}
+    unencodable = {"_id": 302, "n": 302, "sku": {1, 2}}  # a Python set: no BSON for it
+    batch = [*good[:5], replay, conflict_id, *good[5:10], conflict_sku, invalid, unencodable, *good[10:]]
+
+    app = make_app()
+    app.pump_service.add_connection(bspump.mongodb.MongoDBConnection(
+        app, "MongoDBConnection", config={"uri": uri, "database": database, **FAST}))
+    pipeline = bspump.Pipeline(app, "Items", config={"error_policy": "dead-letter"})
+    letters = MemorySink(app, pipeline, id="DeadLetter")
+    sink = bspump.mongodb.MongoDBSink(app, pipeline, config={"collection": "items"})
+    pipeline.build(OneBatch(app, pipeline, events=batch), sink, dead_letter=letters)
+    app.pump_service.add_pipeline(pipeline)
+    assert await asyncio.wait_for(app.run_async(), 30) == 0
+    errors = {event["_id"]: context["error"] for event, context in zip(letters.events, letters.contexts, strict=True)}
+    assert set(errors) == {2, 300, 301, 302}, errors
+    assert "E11000" in errors[2] and "E11000" in errors[300]
+    assert ("validation" in errors[301].lower()) if validators else ("$sku" in errors[301]), errors[301]
+    assert "set" in errors[302].lower() or "encode" in errors[302].lower(), errors[302]
+    stored = await numbers(uri, database, "items")
+    assert sorted(stored) == sorted([1, 2, *(e["n"] for e in good)])
+    assert sink.duplicates == 1
+    assert pipeline.metrics()["out"] == len(good) + 1
+    print(f"{uri}: dead-lettered {errors}")
+
+
+# -- the server restarted mid-run ---------------------------------------------------------------------------------
+
+
+@pytest.mark.server_control
+@pytest.mark.timeout(120)
+async def test_server_restart_mid_stream_loses_nothing(change_stream_uri: str, mongo_db_name: str,
+                                                       server_control: Any) -> None:
+    """Change stream -> sink on the same server, restarted while events flow: both reconnect; every event is
+    replicated."""
+    total = 3000
+    start_at = str(await operation_time(change_stream_uri, mongo_db_name))
+    app, pipeline = pump_app(change_stream_uri, mongo_db_name, {"collection": "source", "start_at": start_at},
+                             {"collection": "target"}, processor=True)
+    connection = app.pump_service.connections["MongoDBConnection"]
+
+    async def write_source() -> None:
+        for first in range(0, total, 100):
+            while True:
+                try:
+                    await insert_range(change_stream_uri, mongo_db_name, "source", first, first + 100)
+                    break
+                except Exception:  # the server is restarting
+                    await asyncio.sleep(0.2)
+            await asyncio.sleep(0.02)
+
+    async def restart_midway() -> None:
+        await wait_for(lambda: pipeline.metrics()["out"] >= 500, 30, "500 events replicated")
+        await asyncio.to_thread(server_control.restart, "secantusdb")
+
+    writer = asyncio.create_task(write_source())
+    restarter = asyncio.create_task(restart_midway())
+    seen: set[int] = set()
+
+    async def poll() -> None:
+        while True:
+            try:
+                seen.update(await numbers(change_stream_uri, mongo_db_name, "target"))
+            except Exception:
+                pass
+            await asyncio.sleep(0.2)
+
+    poller = asyncio.create_task(poll())
+    try:
+        await run_until(app, lambda: restarter.done() and len(seen) >= total, 90, "every event after the restart")
+    finally:
+        poller.cancel()
+    await restarter
+    await writer
+    assert connection.failure_count >= 1 and connection.connect_count >= 2
+    assert seen == set(range(total))
+    stored = await numbers(change_stream_uri, mongo_db_name, "target")
+    print(f"secantusdb restarted mid-stream: {total} events, {len(stored) - len(set(stored))} duplicates, "
+          f"{connection.failure_count} reconnects")
+
+
+@pytest.mark.server_control
+@pytest.mark.timeout(120)
+async def test_sink_survives_ferretdb_restart(mongodb_uri: str, mongo_db_name: str, server_control: Any) -> None:
+    """A sink writing while FerretDB restarts: it reconnects, and every acknowledged event is stored."""
+    app = make_app()
+    app.pump_service.add_connection(bspump.mongodb.MongoDBConnection(
+        app, "MongoDBConnection", config={"uri": mongodb_uri, "database": mongo_db_name, **FAST}))
+    pipeline = bspump.Pipeline(app, "Writer", config={"retry_backoff": "50ms"})
+
+    class Numbers(bspump.Source):
+        emitted = 0
+
+        async def main(self) -> None:
+            while True:
+                await self.emit([{"_id": n, "n": n} for n in range(self.emitted, self.emitted + 100)])
+                self.emitted += 100
+                await asyncio.sleep(0.01)
+
+    source = Numbers(app, pipeline)
+    sink = bspump.mongodb.MongoDBSink(app, pipeline, config={"collection": "items"})
+    pipeline.build(source, sink)
+    app.pump_service.add_pipeline(pipeline)
+    restarted: list[float] = []
+
+    async def restart() -> None:
+        await wait_for(lambda: pipeline.metrics()["out"] >= 1000, 30, "1000 written")
+        await asyncio.to_thread(server_control.restart, "ferretdb")
+        restarted.append(pipeline.metrics()["out"])
+
+    task = asyncio.create_task(restart())
+    await run_until(app, lambda: bool(restarted) and pipeline.metrics()["out"] >= restarted[0] + 1000, 90,
+                    "1000 more written after the restart")
+    await task
+    stored = await numbers(mongodb_uri, mongo_db_name, "items")
+    assert sorted(stored) == list(range(source.emitted)), "an emitted event is missing"
+    assert pipeline.metrics()["out"] == source.emitted
+    connection = app.pump_service.connections["MongoDBConnection"]
+    assert connection.failure_count >= 1
