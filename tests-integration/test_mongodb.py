@@ -472,3 +472,126 @@ async def test_sink_survives_ferretdb_restart(mongodb_uri: str, mongo_db_name: s
     assert pipeline.metrics()["out"] == source.emitted
     connection = app.pump_service.connections["MongoDBConnection"]
     assert connection.failure_count >= 1
+
+
+# -- replication through change events, document modes --------------------------------------------------------
+
+
+async def test_change_events_replicate_inserts_updates_and_deletes(change_stream_uri: str,
+                                                                   mongo_db_name: str) -> None:
+    """Change stream -> MongoDBSink(events = change_events): the replica ends equal to the source, through
+    inserts, $set/$unset updates (deltas only: full_document default), replacements and deletes."""
+    app, pipeline = pump_app(change_stream_uri, mongo_db_name, {"collection": "orders"},
+                             {"collection": "replica", "events": "change_events"})
+    sink = pipeline.sink
+
+    async def changes() -> None:
+        await asyncio.sleep(0.4)
+        async with mongo_client(change_stream_uri) as client:
+            orders = client[mongo_db_name]["orders"]
+            await orders.insert_many([{"_id": n, "n": n, "state": "new", "note": "x"} for n in range(20)])
+            await orders.update_many({"n": {"$lt": 10}}, {"$set": {"state": "paid"}, "$unset": {"note": ""}})
+            await orders.replace_one({"_id": 15}, {"n": 15, "state": "replaced"})
+            await orders.delete_many({"n": {"$gte": 17}})
+
+    async def same() -> bool:
+        async with mongo_client(change_stream_uri) as client:
+            source = [d async for d in client[mongo_db_name]["orders"].find({}, sort=[("_id", 1)])]
+            replica = [d async for d in client[mongo_db_name]["replica"].find({}, sort=[("_id", 1)])]
+        return source == replica and len(source) == 17
+
+    task = asyncio.create_task(changes())
+    equal: list[bool] = [False]
+
+    async def poll() -> None:
+        while True:
+            equal[0] = await same()
+            await asyncio.sleep(0.1)
+
+    poller = asyncio.create_task(poll())
+    try:
+        await run_until(app, lambda: task.done() and equal[0] and pipeline.metrics()["out"] >= 34, 30,
+                        "the replica equal to the source")
+    finally:
+        poller.cancel()
+    assert await same()
+    assert isinstance(sink, bspump.mongodb.MongoDBSink) and sink.unmatched == 0
+
+
+async def test_full_document_modes_and_images(change_stream_uri: str, mongo_db_name: str) -> None:
+    """updateLookup gives updates their document; with changeStreamPreAndPostImages, required pre- and
+    post-images arrive."""
+    async with mongo_client(change_stream_uri) as client:
+        await client[mongo_db_name].create_collection("items", changeStreamPreAndPostImages={"enabled": True})
+    app, pipeline = pump_app(change_stream_uri, mongo_db_name, {
+        "collection": "items", "full_document": "required", "full_document_before_change": "required"}, None)
+    received = pipeline.sink
+    assert isinstance(received, MemorySink)
+
+    async def changes() -> None:
+        await asyncio.sleep(0.4)
+        async with mongo_client(change_stream_uri) as client:
+            await client[mongo_db_name]["items"].insert_one({"_id": 1, "v": 1})
+            await client[mongo_db_name]["items"].update_one({"_id": 1}, {"$set": {"v": 2}})
+
+    task = asyncio.create_task(changes())
+    await run_until(app, lambda: len(received.events) >= 2, 20, "insert and update")
+    await task
+    update = received.events[1]
+    assert update["operationType"] == "update"
+    assert update["fullDocument"] == {"_id": 1, "v": 2}
+    assert update["fullDocumentBeforeChange"] == {"_id": 1, "v": 1}
+
+
+async def test_query_source_filter_projection_and_incremental_poll(mongodb_uri: str, mongo_db_name: str) -> None:
+    """Only what ``filter`` matches, only the projected fields, in ``_id`` order; with ``interval`` the next
+    poll reads the documents inserted since."""
+    await insert_range(mongodb_uri, mongo_db_name, "events", 0, 30)
+    app = make_app()
+    app.pump_service.add_connection(bspump.mongodb.MongoDBConnection(
+        app, "MongoDBConnection", config={"uri": mongodb_uri, "database": mongo_db_name, **FAST}))
+    pipeline = bspump.Pipeline(app, "Query")
+    source = bspump.mongodb.MongoDBSource(app, pipeline, config={
+        "collection": "events", "filter": '{"n": {"$mod": [2, 0]}}', "projection": '{"n": 1, "_id": 0}',
+        "batch_size": 4, "interval": "100ms", "commit_interval": "50ms"})
+    received = MemorySink(app, pipeline, id="Received")
+    pipeline.build(source, received)
+    app.pump_service.add_pipeline(pipeline)
+
+    async def more() -> None:
+        await wait_for(lambda: len(received.events) >= 15, 10, "the first poll")
+        await insert_range(mongodb_uri, mongo_db_name, "events", 30, 40)
+
+    task = asyncio.create_task(more())
+    await run_until(app, lambda: len(received.events) >= 20, 20, "the second poll")
+    await task
+    assert [e["n"] for e in received.events] == list(range(0, 40, 2))
+    assert all(set(e) == {"n", "_id"} for e in received.events)  # _id is added back: the resume field
+
+
+async def test_lookup_whole_and_on_demand(mongodb_uri: str, mongo_db_name: str) -> None:
+    async with mongo_client(mongodb_uri) as client:
+        await client[mongo_db_name]["users"].insert_many(
+            [{"_id": n, "login": f"u{n}", "name": f"User {n}", "active": n % 2 == 0} for n in range(10)])
+    app = make_app()
+    app.pump_service.add_connection(bspump.mongodb.MongoDBConnection(
+        app, "MongoDBConnection", config={"uri": mongodb_uri, "database": mongo_db_name, **FAST}))
+    whole = bspump.mongodb.MongoDBLookup(app, "Active", config={
+        "collection": "users", "key": "login", "value": "name", "filter": '{"active": true}'})
+    on_demand = bspump.mongodb.MongoDBLookup(app, "Users", config={
+        "collection": "users", "mode": "on_demand", "ttl": "1m", "projection": '{"name": 1}'})
+    for lookup in (whole, on_demand):
+        app.pump_service.add_lookup(lookup)
+    connection = app.pump_service.connections["MongoDBConnection"]
+    await connection.open()
+    try:
+        await whole.start()
+        await on_demand.start()
+        assert dict(whole) == {f"u{n}": f"User {n}" for n in range(0, 10, 2)}
+        await on_demand.prefetch([1, 2, 99])
+        assert on_demand.get(1) == {"_id": 1, "name": "User 1"} and on_demand.get(99) is None
+        assert on_demand.queries == 1
+        await on_demand.prefetch([1, 2])
+        assert on_demand.queries == 1  # cached
+    finally:
+        await connection.close()

@@ -23,6 +23,7 @@ class MongoConformance(ConnectorConformance):
     connection_class = bspump.mongodb.MongoDBConnection
     source_class: ClassVar[Any] = bspump.mongodb.MongoDBSource
     sink_class: ClassVar[Any] = bspump.mongodb.MongoDBSink
+    lookup_class = bspump.mongodb.MongoDBLookup
     uri_fixture: ClassVar[str]
     uri: str
     database: str

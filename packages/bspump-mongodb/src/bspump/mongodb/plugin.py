@@ -1,5 +1,5 @@
 """Registers the MongoDB types as ``mongodb.MongoDBConnection``, ``mongodb.MongoDBSource``,
-``mongodb.MongoDBChangeStreamSource`` and ``mongodb.MongoDBSink``."""
+``mongodb.MongoDBChangeStreamSource``, ``mongodb.MongoDBSink`` and ``mongodb.MongoDBLookup``."""
 
 from __future__ import annotations
 
@@ -8,6 +8,7 @@ from bspump.hookspecs import Register
 
 from .change_stream import MongoDBChangeStreamSource
 from .connection import MongoDBConnection
+from .lookup import MongoDBLookup
 from .sink import MongoDBSink
 from .source import MongoDBSource
 
@@ -26,3 +27,8 @@ def register_sources(register: Register) -> None:
 @hookimpl
 def register_sinks(register: Register) -> None:
     register(MongoDBSink)
+
+
+@hookimpl
+def register_lookups(register: Register) -> None:
+    register(MongoDBLookup)
