@@ -114,7 +114,7 @@ class MongoDBConnection(bspump.Connection):
         if not uri:
             return None
         try:
-            return parse_uri(uri, validate=False, warn=True).get("database")  # type: ignore[no-any-return]
+            return parse_uri(uri, validate=False, warn=True).get("database")
         except Exception:
             return None  # reported by preflight
 

@@ -113,7 +113,9 @@ class ItemWriteError(WriteError):
 
     def __init__(self, item: dict[str, Any]) -> None:
         self.message = str(item.get("errmsg") or "write error")
-        super().__init__(self.message, item.get("code"), item)
+        # The server echoes the write ("op"): dropped, like PyMongo's text of it in args.
+        super().__init__(self.message, item.get("code"), {k: v for k, v in item.items() if k != "op"})
+        self.args = (str(self),)
 
     def __str__(self) -> str:
         return f"{self.message} (code {self.code})"

@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from bson import json_util
-from bson.json_util import JSONOptions, JSONMode
+from bson.json_util import JSONMode, JSONOptions
 
 from bspump.config import ComponentConfig
 

@@ -52,11 +52,11 @@ class MongoDBSink(bspump.AsyncSink):
       when there is none.
     - ``update``: like ``upsert`` but only for documents that exist (``unmatched`` counts the others).
 
-    ``events``: ``documents`` (default) or ``change_events``. With ``change_events`` the events are change-stream events (from
-    :class:`~bspump.mongodb.MongoDBChangeStreamSource`): inserts, replacements, snapshot reads and updates
-    that carry ``fullDocument`` replace the document by its ``documentKey`` (upsert), other updates apply
-    ``updatedFields``/``removedFields``, and deletes delete it; notices that change no document (drop,
-    rename, invalidate...) are acknowledged without a write. ``operation`` is then not used.
+    ``events``: ``documents`` (default) or ``change_events``. With ``change_events`` the events are
+    change-stream events (from :class:`~bspump.mongodb.MongoDBChangeStreamSource`): inserts, replacements,
+    snapshot reads and updates that carry ``fullDocument`` replace the document by its ``documentKey``
+    (upsert), other updates apply ``updatedFields``/``removedFields``, and deletes delete it; notices that
+    change no document (drop, rename, invalidate...) are acknowledged without a write. ``operation`` is then not used.
 
     One bad event never costs the rest of its batch: the server's per-item errors go to the pipeline's error
     policy (dead letter with the server's message; duplicate keys, validation failures, bad field names are
@@ -178,7 +178,7 @@ class MongoDBSink(bspump.AsyncSink):
         collection = self.target()
         try:
             if inserts:
-                await collection.insert_many(operations, ordered=False)  # type: ignore[arg-type]
+                await collection.insert_many(operations, ordered=False)
             else:
                 result = await collection.bulk_write(list(operations), ordered=False)
                 self._count_unmatched(operations, result.matched_count, result.upserted_count)
