@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Mapping
 from typing import Any, ClassVar
 
@@ -121,8 +122,6 @@ class MongoDBConnection(bspump.Connection):
     def preflight(self) -> None:
         """Checks the URI's syntax (without resolving ``mongodb+srv``), that the TLS files exist and that the
         write concern acknowledges writes; called by ``bspump check`` and before the application starts."""
-        import os
-
         uri = self.Config.get("uri")
         if uri:
             if not uri.startswith(("mongodb://", "mongodb+srv://")):
