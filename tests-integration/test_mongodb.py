@@ -595,3 +595,73 @@ async def test_lookup_whole_and_on_demand(mongodb_uri: str, mongo_db_name: str) 
         assert on_demand.queries == 1  # cached
     finally:
         await connection.close()
+
+
+async def test_initial_snapshot_then_stream_from_a_token_taken_before_it(change_stream_uri: str,
+                                                                          mongo_db_name: str) -> None:
+    """Documents already there arrive as ``snapshot`` events; documents inserted while the snapshot is being
+    read arrive through the stream (the token was taken before the snapshot started); a second run resumes
+    from the checkpoint without a new snapshot."""
+    await insert_range(change_stream_uri, mongo_db_name, "items", 0, 300)
+    source_config = {"collection": "items", "initial_snapshot": True, "snapshot_batch_size": 10}
+    app, pipeline = pump_app(change_stream_uri, mongo_db_name, source_config, None,
+                             pipeline_config={"max_in_flight": 20})
+    source = pipeline.sources[0]
+    received = pipeline.sink
+    assert isinstance(source, bspump.mongodb.MongoDBChangeStreamSource) and isinstance(received, MemorySink)
+
+    def numbers_of(kind: str) -> list[int]:
+        return [e["fullDocument"]["n"] for e in received.events if e["operationType"] == kind]
+
+    async def during_snapshot() -> None:
+        await wait_for(lambda: len(received.events) >= 10, 10, "the first snapshot batch")
+        await insert_range(change_stream_uri, mongo_db_name, "items", 300, 350)
+
+    task = asyncio.create_task(during_snapshot())
+    await run_until(app, lambda: set(range(300, 350)) <= set(numbers_of("insert")), 30,
+                    "the inserts made during the snapshot")
+    await task
+    snapshot = numbers_of("snapshot")
+    assert set(range(300)) <= set(snapshot), "a document that was there is missing from the snapshot"
+    assert source.snapshots == 1
+    assert snapshot == sorted(snapshot)  # read in _id order
+    # The second run starts from the checkpoint: no snapshot, nothing old again.
+    app, pipeline = pump_app(change_stream_uri, mongo_db_name, source_config, None)
+    again = pipeline.sources[0]
+    received = pipeline.sink
+    assert isinstance(again, bspump.mongodb.MongoDBChangeStreamSource) and isinstance(received, MemorySink)
+
+    async def one_more() -> None:
+        await asyncio.sleep(0.5)
+        await insert_range(change_stream_uri, mongo_db_name, "items", 350, 351)
+
+    task = asyncio.create_task(one_more())
+    await run_until(app, lambda: bool(received.events), 20, "the next insert")
+    await task
+    assert again.snapshots == 0
+    assert [e["fullDocument"]["n"] for e in received.events] == [350]
+
+
+async def test_database_watch_leaves_out_its_own_checkpoints(change_stream_uri: str, mongo_db_name: str) -> None:
+    """A database watch sees every collection of the database, but not the checkpoint collection that the
+    source itself writes to in that same database (no feedback loop)."""
+    app, pipeline = pump_app(change_stream_uri, mongo_db_name, {"watch": "database", "commit_interval": "20ms"},
+                             None)
+    source = pipeline.sources[0]
+    received = pipeline.sink
+    assert isinstance(source, bspump.mongodb.MongoDBChangeStreamSource) and isinstance(received, MemorySink)
+
+    async def changes() -> None:
+        await asyncio.sleep(0.4)
+        for n in range(5):
+            await insert_range(change_stream_uri, mongo_db_name, "a", n, n + 1)
+            await insert_range(change_stream_uri, mongo_db_name, "b", n, n + 1)
+            await asyncio.sleep(0.05)  # several commits in between
+
+    task = asyncio.create_task(changes())
+    await run_until(app, lambda: task.done() and len(received.events) >= 10 and source.commits >= 3, 20,
+                    "ten events and some commits")
+    await asyncio.sleep(0)
+    namespaces = sorted({e["ns"]["coll"] for e in received.events})
+    assert namespaces == ["a", "b"], namespaces
+    assert len(received.events) == 10
