@@ -11,11 +11,11 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import random
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -25,7 +25,14 @@ from typing import Any
 
 import pytest
 import pytest_asyncio
-from mongodb_support import change_stream_support, mongo_client, operation_time, validator_support
+from mongodb_support import (
+    change_stream_support,
+    mongo_client,
+    operation_time,
+    private_secantusdb,
+    secantusd,
+    validator_support,
+)
 
 import bspump
 import bspump.mongodb
@@ -197,53 +204,16 @@ async def test_invalidate_then_recreated_collection_keeps_streaming(
 # -- expired resume token --------------------------------------------------------------------------------------
 
 
-def secantusd() -> Path | None:
-    cache = Path(os.environ.get("BSPUMP_CACHE_DIR") or Path.home() / ".cache" / "bspump")
-    binary = cache / "venv" / "secantusdb" / "bin" / "secantusd-py"
-    return binary if binary.is_file() else None
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest_asyncio.fixture
 async def short_oplog_uri(tmp_path: Path) -> AsyncIterator[str]:
     """A SecantusDB of this test's own whose oplog keeps 30 entries (``--oplog-max-entries``); its
     ``secantusAdmin.pruneOplog`` drops older ones at once. Real MongoDB cannot shrink its oplog below 990 MB,
     so where the harness's SecantusDB is not installed (the GitHub workflow) the test is skipped."""
-    binary = secantusd()
-    if binary is None:
+    if secantusd() is None:
         pytest.skip("needs the harness's SecantusDB (run.sh install secantusdb): a real MongoDB oplog cannot be "
                     "made small enough to lose history in a test")
-    port = free_port()
-    log = open(tmp_path / "secantusdb.log", "wb")
-    process = subprocess.Popen([str(binary), "--host", "127.0.0.1", "--port", str(port), "--storage-path",
-                                str(tmp_path / "data"), "--oplog-max-entries", "30", "--log-level", "WARNING"],
-                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
-    uri = f"mongodb://127.0.0.1:{port}/?directConnection=true"
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                async with mongo_client(uri) as client:
-                    await client.admin.command("ping")
-                break
-            except Exception:
-                assert process.poll() is None, (tmp_path / "secantusdb.log").read_text()
-                assert time.monotonic() < deadline, "the short-oplog SecantusDB did not start"
-                await asyncio.sleep(0.2)
-        yield uri
-    finally:
-        process.terminate()
-        try:
-            process.wait(15)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait(5)
-        shutil.rmtree(tmp_path / "data", ignore_errors=True)
+    async with private_secantusdb(tmp_path, "--oplog-max-entries", "30") as port:
+        yield f"mongodb://127.0.0.1:{port}/?directConnection=true"
 
 
 @pytest.mark.timeout(120)
@@ -665,3 +635,89 @@ async def test_database_watch_leaves_out_its_own_checkpoints(change_stream_uri: 
     namespaces = sorted({e["ns"]["coll"] for e in received.events})
     assert namespaces == ["a", "b"], namespaces
     assert len(received.events) == 10
+
+
+# -- TLS with a client certificate, and authentication --------------------------------------------------------
+
+
+def make_certificates(folder: Path) -> dict[str, Path]:
+    """A CA, a server certificate for 127.0.0.1 and a client certificate (PEM with its key), by openssl."""
+
+    def run(*args: str) -> None:
+        subprocess.run(["openssl", *args], check=True, capture_output=True, cwd=folder)
+
+    run("req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2", "-subj", "/CN=bspump test CA",
+        "-keyout", "ca.key", "-out", "ca.pem")
+    for name, extension in (("server", "subjectAltName=IP:127.0.0.1"), ("client", "extendedKeyUsage=clientAuth")):
+        run("req", "-newkey", "rsa:2048", "-nodes", "-subj", f"/CN=bspump {name}", "-keyout", f"{name}.key",
+            "-out", f"{name}.csr")
+        (folder / f"{name}.ext").write_text(extension + "\n")
+        run("x509", "-req", "-in", f"{name}.csr", "-CA", "ca.pem", "-CAkey", "ca.key", "-CAcreateserial",
+            "-days", "2", "-extfile", f"{name}.ext", "-out", f"{name}.pem")
+    (folder / "client-bundle.pem").write_text((folder / "client.pem").read_text() + (folder / "client.key").read_text())
+    return {"ca": folder / "ca.pem", "server": folder / "server.pem", "server_key": folder / "server.key",
+            "client": folder / "client-bundle.pem"}
+
+
+@pytest.mark.timeout(90)
+async def test_tls_with_client_certificate_and_scram_authentication(tmp_path: Path,
+                                                                    caplog: pytest.LogCaptureFixture) -> None:
+    """Against a SecantusDB of the test's own that requires TLS with a client certificate and SCRAM-SHA-256:
+    the connection's TLS and auth keys reach it (a sink writes, a query source reads back); a wrong password
+    keeps the connection from becoming ready and is never logged."""
+    if secantusd() is None or shutil.which("openssl") is None:
+        pytest.skip("needs the harness's SecantusDB and openssl to run a TLS server of the test's own")
+    certs = make_certificates(tmp_path)
+    tls = ["--tls-cert-file", str(certs["server"]), "--tls-key-file", str(certs["server_key"]),
+           "--tls-ca-file", str(certs["ca"])]
+    client_tls = {"tls": True, "tlsCAFile": str(certs["ca"]), "tlsCertificateKeyFile": str(certs["client"])}
+    password = "Pump-pa55word-9f2c"
+    async with private_secantusdb(tmp_path, *tls, **client_tls) as port:  # first start: create the user
+        async with mongo_client(f"mongodb://127.0.0.1:{port}/?directConnection=true", **client_tls) as client:
+            await client.admin.command("createUser", "pump", pwd=password, roles=["root"])
+    async with private_secantusdb(tmp_path, *tls, "--tls-require-client-cert", "--auth", port=port,
+                                  username="pump", password=password, **client_tls):
+        connection = {"host": "127.0.0.1", "port": port, "direct_connection": "true", "database": "shop",
+                      "tls_ca_file": str(certs["ca"]), "tls_certificate_key_file": str(certs["client"]),
+                      "username": "pump", "password": password, "auth_source": "admin",
+                      "auth_mechanism": "SCRAM-SHA-256", **FAST}
+        app = make_app()
+        app.pump_service.add_connection(bspump.mongodb.MongoDBConnection(app, "MongoDBConnection", config=connection))
+        pipeline = bspump.Pipeline(app, "Write")
+        pipeline.build(OneBatch(app, pipeline, events=[{"_id": n, "n": n} for n in range(10)]),
+                       bspump.mongodb.MongoDBSink(app, pipeline, config={"collection": "items"}))
+        app.pump_service.add_pipeline(pipeline)
+        assert await asyncio.wait_for(app.run_async(), 30) == 0
+        assert pipeline.metrics()["out"] == 10
+
+        app = make_app()
+        app.pump_service.add_connection(bspump.mongodb.MongoDBConnection(app, "MongoDBConnection", config=connection))
+        pipeline = bspump.Pipeline(app, "Read")
+        received = MemorySink(app, pipeline, id="Received")
+        pipeline.build(bspump.mongodb.MongoDBSource(app, pipeline, config={"collection": "items",
+                                                                           "checkpoint_store": "file"}), received)
+        app.pump_service.add_pipeline(pipeline)
+        assert await asyncio.wait_for(app.run_async(), 30) == 0
+        assert [e["n"] for e in received.events] == list(range(10))
+
+        wrong = "Wrong-pa55word-7d1e"
+        app = make_app()
+        conn = bspump.mongodb.MongoDBConnection(app, "MongoDBConnection", config={**connection, "password": wrong})
+        app.pump_service.add_connection(conn)
+        with caplog.at_level(logging.DEBUG):
+            await conn.open()
+            await wait_for(lambda: conn.last_error is not None, 20, "a refused login")
+            await conn.close()
+        assert conn.connect_count == 0
+        assert "Authentication failed" in str(conn.last_error) or "auth" in str(conn.last_error).lower()
+        assert not [r for r in caplog.records if wrong in r.getMessage()]
+
+        # Without the client certificate the server refuses the TLS handshake.
+        app = make_app()
+        anonymous = {k: v for k, v in connection.items() if k != "tls_certificate_key_file"}
+        conn = bspump.mongodb.MongoDBConnection(app, "MongoDBConnection", config=anonymous)
+        app.pump_service.add_connection(conn)
+        await conn.open()
+        await wait_for(lambda: conn.last_error is not None, 20, "a refused handshake")
+        await conn.close()
+        assert conn.connect_count == 0
