@@ -347,6 +347,26 @@ async def batch_with_duplicates_and_invalid_documents(uri: str, database: str) -
     assert pipeline.metrics()["out"] == len(good) + 1
     print(f"{uri}: dead-lettered {errors}")
 
+    # The same batch again, now with a MongoDBSink as the dead-letter sink: the letters are stored.
+    app = make_app()
+    app.pump_service.add_connection(bspump.mongodb.MongoDBConnection(
+        app, "MongoDBConnection", config={"uri": uri, "database": database, **FAST}))
+    pipeline = bspump.Pipeline(app, "Items", config={"error_policy": "dead-letter"})
+    pipeline.build(OneBatch(app, pipeline, events=batch),
+                   bspump.mongodb.MongoDBSink(app, pipeline, config={"collection": "items"}),
+                   dead_letter=bspump.mongodb.MongoDBSink(app, pipeline, id="DeadLetters",
+                                                          config={"collection": "dead_letters"}))
+    app.pump_service.add_pipeline(pipeline)
+    assert await asyncio.wait_for(app.run_async(), 30) == 0
+    async with mongo_client(uri) as client:
+        letters = [d async for d in client[database]["dead_letters"].find({})]
+    by_id = {letter["event"].get("_id"): letter for letter in letters}
+    # The unencodable event is kept as its type only; so is, on FerretDB, the one with a '$' field.
+    assert set(by_id) == ({2, 300, 301, None} if validators else {2, 300, None}), by_id
+    assert {"unencodable": "dict"} in [letter["event"] for letter in letters]
+    assert len(letters) == 4
+    assert "E11000" in by_id[300]["error"] and by_id[300]["error_pipeline"] == "Items"
+
 
 # -- the server restarted mid-run ---------------------------------------------------------------------------------
 

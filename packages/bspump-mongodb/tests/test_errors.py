@@ -33,6 +33,7 @@ from bspump.mongodb.errors import ItemWriteError
     (WTimeoutError("waiting for replication timed out", 64), ErrorKind.TRANSIENT),
     (ExecutionTimeout("operation exceeded time limit", 50), ErrorKind.TRANSIENT),
     (OperationFailure("WriteConflict", 112), ErrorKind.TRANSIENT),
+    (OperationFailure("cursor id 42 not found", 43), ErrorKind.TRANSIENT),
     (OperationFailure("retry me", 999, {"errorLabels": ["RetryableWriteError"]}), ErrorKind.TRANSIENT),
     (DuplicateKeyError("E11000 duplicate key error", 11000), ErrorKind.PERMANENT),
     (OperationFailure("Document failed validation", 121), ErrorKind.PERMANENT),

@@ -49,6 +49,10 @@ TRANSIENT_CODES: Final = frozenset({
     112,  # WriteConflict
     134,  # ReadConcernMajorityNotAvailableYet
     262,  # ExceededTimeLimit
+    43,  # CursorNotFound (a cursor idle past the server's timeout while the pipeline was throttled)
+    175,  # QueryPlanKilled
+    237,  # CursorKilled
+    11601,  # Interrupted
     14031,  # OutOfDiskSpace
     16500,  # shard throttling (Cosmos/DocumentDB style "request rate is large")
 })

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 import logging
 import re
 from collections.abc import Mapping, Sequence
@@ -17,6 +18,7 @@ import bspump
 from bspump import ErrorKind, ItemFailure
 from bspump.batch import Batch
 from bspump.config import Choice
+from bspump.context import DEAD_LETTER_KEYS
 
 from .connection import Document, MongoDBConnection
 from .errors import DUPLICATE_KEY, ItemWriteError
@@ -57,6 +59,10 @@ class MongoDBSink(bspump.AsyncSink):
     snapshot reads and updates that carry ``fullDocument`` replace the document by its ``documentKey``
     (upsert), other updates apply ``updatedFields``/``removedFields``, and deletes delete it; notices that
     change no document (drop, rename, invalidate...) are acknowledged without a write. ``operation`` is then not used.
+
+    As a pipeline's dead-letter sink it inserts, for each event, ``{"event": <the event>, "error": ...,
+    "error_type": ..., "error_component": ..., "error_pipeline": ..., "at": <UTC time>}`` (an event that does not
+    encode as BSON is kept as ``{"unencodable": <its type>}``), whatever ``operation`` and ``events`` say.
 
     One bad event never costs the rest of its batch: the server's per-item errors go to the pipeline's error
     policy (dead letter with the server's message; duplicate keys, validation failures, bad field names are
@@ -142,10 +148,38 @@ class MongoDBSink(bspump.AsyncSink):
             return DeleteOne(dict(selector))
         raise ValueError(f"cannot apply a {operation!r} change event without fullDocument")
 
+    def dead_letter(self, context: Mapping[str, Any], event: Any) -> Document:
+        """The document that records one dead letter (when this sink is a pipeline's dead-letter sink)."""
+        try:
+            bson.encode({"event": event})
+            kept = event
+        except Exception:
+            kept = {"unencodable": type(event).__name__}
+        letter: Document = {"event": kept, "at": datetime.datetime.now(datetime.UTC)}
+        for key in DEAD_LETTER_KEYS:
+            if key in context:
+                letter[key] = context[key]
+        return letter
+
+    async def write_dead_letters(self, batch: Batch) -> Sequence[ItemFailure] | None:
+        """Insert the batch's dead letters; a letter whose event the server refuses too (a field name it does
+        not take) is stored again with only the event's type, so that the error is never lost."""
+        letters = [self.dead_letter(context, event) for context, event in batch]
+        failures = await self._bulk(letters, True, None)
+        if not failures:
+            return None
+        retry = [f.index for f in failures]
+        for index in retry:
+            letters[index] = {**letters[index], "event": {"unstorable": type(batch.events[index]).__name__}}
+        again = await self._bulk([letters[i] for i in retry], True, None)
+        return [ItemFailure(retry[f.index], f.error, f.kind) for f in again] or None
+
     # -- writing ----------------------------------------------------------------------------------------------
     async def write(self, batch: Batch) -> Sequence[ItemFailure] | None:
         """One unordered bulk write of the batch; called by the writer task once the connection is ready."""
         failures: list[ItemFailure] = []
+        if self.is_dead_letter:
+            return await self.write_dead_letters(batch)
         if not self.change_events and self.operation == "insert":
             documents = batch.events
             owners: list[int] | None = None
