@@ -395,7 +395,10 @@ async def test_server_restart_mid_stream_loses_nothing(change_stream_uri: str, m
 
     async def restart_midway() -> None:
         await wait_for(lambda: pipeline.metrics()["out"] >= 500, 30, "500 events replicated")
-        await asyncio.to_thread(server_control.restart, "secantusdb")
+        await asyncio.to_thread(server_control.stop, "secantusdb")
+        # Down until the pipeline noticed (longer than the driver's own retry): the reconnect path runs.
+        await wait_for(lambda: connection.failure_count >= 1, 30, "the link failure reported")
+        await asyncio.to_thread(server_control.start, "secantusdb")
 
     writer = asyncio.create_task(write_source())
     restarter = asyncio.create_task(restart_midway())
@@ -416,8 +419,7 @@ async def test_server_restart_mid_stream_loses_nothing(change_stream_uri: str, m
         poller.cancel()
     await restarter
     await writer
-    # The driver may ride over the restart by itself (retryable reads and writes, the stream's own resume):
-    # what matters is that nothing is missing.
+    assert connection.failure_count >= 1 and connection.connect_count >= 2
     assert seen == set(range(total))
     stored = await numbers(change_stream_uri, mongo_db_name, "target")
     print(f"secantusdb restarted mid-stream: {total} events, {len(stored) - len(set(stored))} duplicates, "
@@ -450,7 +452,10 @@ async def test_sink_survives_ferretdb_restart(mongodb_uri: str, mongo_db_name: s
 
     async def restart() -> None:
         await wait_for(lambda: pipeline.metrics()["out"] >= 1000, 30, "1000 written")
-        await asyncio.to_thread(server_control.restart, "ferretdb")
+        await asyncio.to_thread(server_control.stop, "ferretdb")
+        connection = app.pump_service.connections["MongoDBConnection"]
+        await wait_for(lambda: connection.failure_count >= 1, 30, "the link failure reported")
+        await asyncio.to_thread(server_control.start, "ferretdb")
         restarted.append(pipeline.metrics()["out"])
 
     task = asyncio.create_task(restart())
