@@ -602,7 +602,9 @@ class Pipeline:
             return
         error = task.exception()
         if error is not None and not isinstance(error, PipelineStoppedError):
-            log.error("pipeline %r: source task %s crashed", self.id, task.get_name(), exc_info=error)
+            # One line, like a crashed sink writer: the traceback only for whoever asked for debug output.
+            log.error("pipeline %r: source task %s crashed: %s", self.id, task.get_name(), describe_error(error))
+            log.debug("pipeline %r: source task %s traceback", self.id, task.get_name(), exc_info=error)
             self.fail(error)
             return
         if self.state is PipelineState.RUNNING and all(t.done() for t in self._source_tasks):
