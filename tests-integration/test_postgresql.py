@@ -233,6 +233,55 @@ async def test_cdc_snapshot_then_stream_gives_duplicates_never_gaps(db: asyncpg.
     assert [e["op"] for e in sink.events] == ["insert"]
 
 
+class NeverAcknowledging(bspump.Sink):
+    """Keeps every event in flight: the slot cannot advance past them."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.received = 0
+
+    def put(self, batch: bspump.Batch) -> None:
+        self.received += len(batch)
+
+
+async def test_cdc_warns_before_max_slot_wal_keep_size_invalidates_the_slot(
+        db: asyncpg.Connection, pg_schema: str, slot_name: str, caplog: pytest.LogCaptureFixture) -> None:
+    table = f'"{pg_schema}".held'
+    await db.execute(f"CREATE TABLE {table} (id int PRIMARY KEY)")
+    await db.execute(f'CREATE TABLE "{pg_schema}".filler (g int, pad text)')
+    await db.execute("ALTER SYSTEM SET max_slot_wal_keep_size = '64MB'")
+    await db.execute("SELECT pg_reload_conf()")
+    app = pg_app()
+    pipeline = bspump.Pipeline(app, "Held", config={"drain_timeout": "100ms"})
+    source = bspump.postgresql.PostgreSQLCDCSource(app, pipeline, config={
+        "slot": slot_name, "publication": slot_name, "tables": f"{pg_schema}.held", "poll_interval": "50ms",
+        "health_interval": "100ms"})
+    sink = NeverAcknowledging(app, pipeline)
+    pipeline.build(source, sink)
+    app.pump_service.add_pipeline(pipeline)
+    task = asyncio.create_task(app.run_async())
+    try:
+        await wait_for(lambda: source.peeks > 0, 20, "the slot created and read")
+        await db.execute(f"INSERT INTO {table} VALUES (1)")
+        await wait_for(lambda: sink.received == 1, 20, "the change in flight")
+        with caplog.at_level(logging.WARNING, logger="bspump.postgresql"):
+            for _ in range(6):  # ~55 MB of WAL for a table outside the publication
+                await db.execute(f'INSERT INTO "{pg_schema}".filler SELECT g, repeat(\'x\', 200) '
+                                 "FROM generate_series(1, 35000) g")
+            await wait_for(lambda: "max_slot_wal_keep_size" in caplog.text, 20, "the warning")
+        gauges = source.gauges()
+        assert gauges["slot_retained_bytes"] > 0.8 * 64 * 2**20 and gauges["slot_wal_status"] <= 2
+        assert 0 <= gauges["slot_safe_wal_bytes"] < 64 * 2**20  # a limit now applies (-1: none)
+        warning = next(r.getMessage() for r in caplog.records if "max_slot_wal_keep_size" in r.getMessage())
+        print(f"slot health warning: {warning}")
+        assert slot_name in warning
+    finally:
+        await db.execute("ALTER SYSTEM RESET max_slot_wal_keep_size")
+        await db.execute("SELECT pg_reload_conf()")
+        app.stop()
+        await asyncio.wait_for(task, 30)
+
+
 # -- SIGKILL mid-stream ----------------------------------------------------------------------------------------
 
 
