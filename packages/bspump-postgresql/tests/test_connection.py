@@ -94,3 +94,21 @@ def test_the_password_never_shows() -> None:
 ])
 def test_errors_are_classified(error: BaseException, kind: ErrorKind) -> None:
     assert connection().classify(error) is kind
+
+
+def test_sources_that_commit_while_reading_need_two_pooled_connections() -> None:
+    from bspump import Pipeline
+    from bspump.postgresql import PostgreSQLCDCSource, PostgreSQLSource
+
+    app = make_app()
+    app.pump_service.add_connection(PostgreSQLConnection(app, "PostgreSQLConnection", config={"pool_max": 1}))
+    pipeline = Pipeline(app, "P")
+    cdc = PostgreSQLCDCSource(app, pipeline, config={"slot": "s", "publication": "p"})
+    with pytest.raises(ConfigError, match=r"pool_max must be at least 2, not 1"):
+        cdc.preflight()
+    query = PostgreSQLSource(app, pipeline, id="Q", config={"query": "SELECT 1 AS n"})
+    query.preflight()  # without incremental mode it commits nothing
+    incremental = PostgreSQLSource(app, pipeline, id="I", config={
+        "query": "SELECT n FROM t WHERE n > $1", "incremental_column": "n", "start_value": "0"})
+    with pytest.raises(ConfigError, match="pool_max"):
+        incremental.preflight()

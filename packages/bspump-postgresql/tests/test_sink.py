@@ -60,6 +60,12 @@ def test_upsert_collapses_rows_with_the_same_key_to_the_last() -> None:
     assert "no key column 'id'" in str(failures[0].error) and "NULL" in str(failures[1].error)
 
 
+def test_an_unhashable_key_is_a_failure_of_its_event_only() -> None:
+    groups, failures = sink(mode="upsert", keys="id").plan([{"id": [1], "v": "a"}, {"id": 2, "v": "b"}])
+    assert [f.index for f in failures] == [0] and "not a plain value" in str(failures[0].error)
+    assert [index for index, *_ in flat(groups)] == [1]
+
+
 def test_upsert_needs_keys_and_changes_need_upsert() -> None:
     with pytest.raises(ConfigError, match="keys"):
         sink(mode="upsert")

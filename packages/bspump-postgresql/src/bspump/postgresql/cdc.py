@@ -115,6 +115,10 @@ class PostgreSQLCDCSource(PositionedSource[str]):
         self._store: PostgreSQLCheckpointStore | None = None
         self._primary_keys: dict[int, list[str] | None] = {}
 
+    def preflight(self) -> None:
+        """The source holds a pooled connection while it reads a window and advances the slot on another."""
+        _needs_two_connections(self)
+
     @property
     def pg(self) -> PostgreSQLConnection:
         connection = self.connection
@@ -189,7 +193,6 @@ class PostgreSQLCDCSource(PositionedSource[str]):
         events: list[Any] = []
         contexts: list[dict[str, Any]] = []
         fresh = False
-        decode = self.decoder.decode
         source = f"postgresql:{self.slot}"
         complete_end = self._tracked  # end of the last whole transaction in ``events`` (or before them)
         complete_commit = self._emitted_commit
@@ -342,3 +345,10 @@ def _event(message: Change) -> dict[str, Any]:
                 "tables": [f"{schema}.{table}" for schema, table in message.tables or ()]}
     return {"op": message.op, "schema": relation.schema, "table": relation.name, "key": message.key(),
             "row": message.row, "old": message.old}
+
+
+def _needs_two_connections(source: PostgreSQLCDCSource) -> None:
+    pool_max = source.pg.Config.getint("pool_max")
+    if pool_max < 2:
+        raise source.pg.Config.error("pool_max", f"{source.qualified_id} reads on one connection of the pool while it "
+                                                 f"commits on another: pool_max must be at least 2, not {pool_max}")

@@ -190,6 +190,10 @@ class PostgreSQLSink(AsyncSink):
             except RowError as error:
                 failures.append(ItemFailure(index, error, ErrorKind.PERMANENT))
                 continue
+            except TypeError as error:  # a key value that cannot be compared (a list, a dict)
+                failures.append(ItemFailure(index, RowError(f"event {index} of the batch has a key that is not a "
+                                                            f"plain value: {error}"), ErrorKind.PERMANENT))
+                continue
             items.append(item)
         groups: dict[tuple[str, tuple[str, ...]], tuple[list[int], list[tuple[Any, ...]]]] = {}
         for item in items:

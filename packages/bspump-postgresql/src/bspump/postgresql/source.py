@@ -85,6 +85,14 @@ class PostgreSQLSource(PositionedSource[str]):
         except orjson.JSONDecodeError as error:
             raise self.Config.error(key, f"expected JSON ({error})") from None
 
+    def preflight(self) -> None:
+        """In incremental mode the source commits on a second pooled connection while its cursor holds one."""
+        pool_max = self.pg.Config.getint("pool_max")
+        if self.column and pool_max < 2:
+            raise self.pg.Config.error("pool_max", f"{self.qualified_id} reads on one connection of the pool while "
+                                                   f"it commits on another: pool_max must be at least 2, not "
+                                                   f"{pool_max}")
+
     @property
     def pg(self) -> PostgreSQLConnection:
         connection = self.connection
