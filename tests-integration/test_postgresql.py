@@ -535,6 +535,39 @@ async def test_notify_source_delivers_text_and_json_and_dead_letters_bad_json(db
     assert letters.events == ["not json"] and "is not JSON" in letters.contexts[0]["error"]
 
 
+@pytest.mark.server_control
+@pytest.mark.timeout(90)
+async def test_notify_source_listens_again_after_a_server_restart(server_control: Any) -> None:
+    channel = f"it_{uuid.uuid4().hex[:8]}"
+    app = pg_app()
+    pipeline = bspump.Pipeline(app, "Notify")
+    source = bspump.postgresql.PostgreSQLNotifySource(app, pipeline, config={"channels": channel})
+    sink = bspump.MemorySink(app, pipeline, id="Received")
+    pipeline.build(source, sink)
+    app.pump_service.add_pipeline(pipeline)
+
+    async def notify(payload: str) -> None:
+        connection = await asyncpg.connect(DSN)
+        try:
+            await connection.execute("SELECT pg_notify($1, $2)", channel, payload)
+        finally:
+            await connection.close()
+
+    task = asyncio.create_task(app.run_async())
+    try:
+        await asyncio.wait_for(source.listening.wait(), 20)
+        await notify("before")
+        await wait_for(lambda: sink.events == ["before"], 20, "the first notification")
+        await asyncio.to_thread(server_control.restart, "postgresql")
+        await wait_for(lambda: source.listening.is_set() and
+                       app.pump_service.connections["PostgreSQLConnection"].connect_count >= 2, 60, "listening again")
+        await notify("after")
+        await wait_for(lambda: sink.events == ["before", "after"], 20, "the notification after the restart")
+    finally:
+        app.stop()
+        await asyncio.wait_for(task, 30)
+
+
 @pytest.mark.parametrize("mode", ["whole", "on_demand"])
 async def test_lookup_finds_rows_by_key(db: asyncpg.Connection, pg_schema: str, mode: str) -> None:
     await db.execute(f'CREATE TABLE "{pg_schema}".users (id int PRIMARY KEY, name text, secret text)')

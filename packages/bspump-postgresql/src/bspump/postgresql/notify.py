@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from typing import Any, ClassVar
 
@@ -132,13 +133,11 @@ class PostgreSQLNotifySource(Source):
                     await self._emit_queued()
             finally:
                 self.listening.clear()
-                session.remove_termination_listener(terminated)
-                if not session.is_closed():
+                # A connection lost with the server is already detached from the pool: nothing to clean up then.
+                with contextlib.suppress(asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
+                    session.remove_termination_listener(terminated)
                     for channel in self.channels:
-                        try:
-                            await session.remove_listener(channel, self._on_notification)
-                        except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError):
-                            break
+                        await session.remove_listener(channel, self._on_notification)
         raise ConnectionError("the listening connection was lost")
 
     async def _emit_queued(self) -> None:
