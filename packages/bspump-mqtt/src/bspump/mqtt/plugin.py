@@ -1,0 +1,25 @@
+"""Registers the MQTT types as ``mqtt.MQTTConnection``, ``mqtt.MQTTSource`` and ``mqtt.MQTTSink``."""
+
+from __future__ import annotations
+
+from bspump import hookimpl
+from bspump.hookspecs import Register
+
+from .connection import MQTTConnection
+from .sink import MQTTSink
+from .source import MQTTSource
+
+
+@hookimpl
+def register_connections(register: Register) -> None:
+    register(MQTTConnection)
+
+
+@hookimpl
+def register_sources(register: Register) -> None:
+    register(MQTTSource)
+
+
+@hookimpl
+def register_sinks(register: Register) -> None:
+    register(MQTTSink)

@@ -1,0 +1,119 @@
+"""What bspump.mqtt relies on inside aiomqtt and paho-mqtt (see bspump/mqtt/client.py).
+
+These fail when a new aiomqtt or paho-mqtt release changes it: the paho client at ``aiomqtt.Client._client``,
+paho's manual acknowledgement (``manual_ack_set``, ``ack``), CONNACK's flags reaching ``on_connect``, and
+aiomqtt's ``queue_type`` receiving every message. The broker is a scripted one (tests/fake_broker.py), so
+the tests see exactly which packets the client sends, and when.
+"""
+
+from __future__ import annotations
+
+import inspect
+from typing import Any
+
+import aiomqtt
+import paho.mqtt.client as paho
+import pytest
+from fake_broker import PUBACK, PUBCOMP, PUBLISH, SUBSCRIBE, FakeBroker
+
+from bspump.mqtt import MQTTConnection
+from bspump.mqtt.client import paho_client
+from bspump.mqtt.inbox import Inbox
+from bspump.mqtt.ledger import settle
+from bspump.testing import make_app, wait_for
+
+
+async def test_aiomqtt_wraps_a_paho_client_with_manual_ack() -> None:
+    client = aiomqtt.Client("127.0.0.1", 1)
+    inner = paho_client(client)
+    assert isinstance(inner, paho.Client)
+    assert callable(inner.manual_ack_set) and callable(inner.ack)
+    assert list(inspect.signature(inner.ack).parameters) == ["mid", "qos"]
+    # aiomqtt's own CONNACK handler takes (client, userdata, flags, reason_code, properties).
+    assert len(inspect.signature(inner.on_connect).parameters) == 5
+
+
+def _connection(port: int, protocol: str, **extra: Any) -> MQTTConnection:
+    app = make_app()
+    config = {"host": "127.0.0.1", "port": port, "protocol": protocol, "client_id": "unit", "keepalive": 60,
+              **extra}
+    return MQTTConnection(app, "MQTTConnection", config=config)
+
+
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+async def test_qos1_messages_are_acknowledged_only_when_settled_and_in_order(protocol: str) -> None:
+    async with FakeBroker(v5=protocol == "5") as broker:
+        connection = _connection(broker.port, protocol)
+        inbox = Inbox("test", 100)
+        connection.subscribe(("sensors/+",), 1, inbox)
+        await connection.open()
+
+        connect = await broker.read()
+        assert connect.kind == 1
+        broker.send(broker.connack(session_present=True))
+        subscribe = await broker.read()
+        assert subscribe.kind == SUBSCRIBE
+        broker.send(broker.suback(subscribe.mid, [1]))
+        await connection.wait_ready(10)
+        assert connection.session_present
+
+        broker.send(broker.publish("sensors/a", b"first", 1, 7) + broker.publish("sensors/b", b"second", 1, 8))
+        await wait_for(lambda: len(inbox) == 2, 10, what="two messages routed to the inbox")
+        (first, first_receipt), (second, second_receipt) = inbox.take(10)
+        assert (first.mid, first.payload, second.mid) == (7, b"first", 8)
+        assert first_receipt is not None and second_receipt is not None
+
+        # The second message settled first: nothing may be acknowledged yet (PUBACKs go in arrival order).
+        settle([second_receipt])
+        await connection.client.publish("marker/1", b"", qos=0)
+        assert (await broker.read()).kind == PUBLISH, "a PUBACK was sent before its message was settled"
+
+        settle([first_receipt])
+        acks = [await broker.read(), await broker.read()]
+        assert [(p.kind, p.mid) for p in acks] == [(PUBACK, 7), (PUBACK, 8)]
+        await connection.close()
+
+
+async def test_qos2_completion_waits_for_settling() -> None:
+    async with FakeBroker(v5=True) as broker:
+        connection = _connection(broker.port, "5")
+        inbox = Inbox("test", 100)
+        connection.subscribe(("q2/#",), 2, inbox)
+        await connection.open()
+        await broker.read()
+        broker.send(broker.connack(session_present=False))
+        subscribe = await broker.read()
+        broker.send(broker.suback(subscribe.mid, [2]))
+        await connection.wait_ready(10)
+        assert not connection.session_present
+
+        broker.send(broker.publish("q2/x", b"exactly", 2, 21))
+        assert (await broker.read()).kind == 5  # PUBREC: paho sends it on receipt, as MQTT requires
+        broker.send(broker.pubrel(21))
+        await wait_for(lambda: len(inbox) == 1, 10, what="the QoS 2 message released")
+        ((message, receipt),) = inbox.take(1)
+        assert message.qos == 2 and receipt is not None
+        await connection.client.publish("marker/2", b"", qos=0)
+        assert (await broker.read()).kind == PUBLISH, "PUBCOMP was sent before the message was settled"
+        settle([receipt])
+        completion = await broker.read()
+        assert (completion.kind, completion.mid) == (PUBCOMP, 21)
+        await connection.close()
+
+
+async def test_messages_of_no_subscription_are_acknowledged_so_they_block_nothing() -> None:
+    async with FakeBroker(v5=True) as broker:
+        connection = _connection(broker.port, "5")
+        inbox = Inbox("test", 100)
+        connection.subscribe(("wanted/#",), 1, inbox)
+        await connection.open()
+        await broker.read()
+        broker.send(broker.connack(session_present=True))
+        subscribe = await broker.read()
+        broker.send(broker.suback(subscribe.mid, [1]))
+        await connection.wait_ready(10)
+        broker.send(broker.publish("stale/subscription", b"old", 1, 3))
+        ack = await broker.read()
+        assert (ack.kind, ack.mid) == (PUBACK, 3)
+        assert connection.unrouted == 1 and len(inbox) == 0
+        await connection.close()
