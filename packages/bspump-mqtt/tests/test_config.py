@@ -71,8 +71,8 @@ def test_sink_encodes_events() -> None:
 
 def test_preflight_names_missing_files(tmp_path: Path) -> None:
     app = make_app()
-    connection = MQTTConnection(app, "C", config={"tls": True, "tls_ca": str(tmp_path / "missing.pem")})
-    with pytest.raises(ConfigError, match="tls_ca"):
+    connection = MQTTConnection(app, "C", config={"tls": True, "tls_cafile": str(tmp_path / "missing.pem")})
+    with pytest.raises(ConfigError, match="tls_cafile"):
         connection.preflight()
 
 

@@ -68,7 +68,7 @@ class MQTTConnection(bspump.Connection):
         username = pump
         password = ${MQTT_PASSWORD}
         tls = yes
-        tls_ca = /etc/ssl/broker-ca.pem
+        tls_cafile = /etc/ssl/broker-ca.pem
 
     Keys:
 
@@ -76,8 +76,8 @@ class MQTTConnection(bspump.Connection):
       must be the same on every start of this process and differ between processes (the default,
       ``bspump-HOSTNAME-CONNECTIONID``, is stable but the same for two processes on one host).
     - ``username``, ``password`` (secret): credentials.
-    - ``tls`` (off by default), ``tls_ca`` (CA bundle; the system's when empty), ``tls_cert`` and ``tls_key``
-      (client certificate), ``tls_key_password`` (secret), ``tls_verify`` (on by default: the broker's
+    - ``tls`` (off by default), ``tls_cafile`` (CA bundle; the system's when empty), ``tls_certfile`` and
+      ``tls_keyfile`` (client certificate), ``tls_key_password`` (secret), ``tls_verify`` (on by default: the broker's
       certificate and host name are checked; off only for tests).
     - ``protocol``: ``5`` (default) or ``3.1.1``. ``keepalive``: seconds between PINGREQs when idle; the
       client keeps it up under backpressure (paho's loop runs regardless of the pipeline).
@@ -108,9 +108,9 @@ class MQTTConnection(bspump.Connection):
         "username": "",
         "password": "",
         "tls": False,
-        "tls_ca": "",
-        "tls_cert": "",
-        "tls_key": "",
+        "tls_cafile": "",
+        "tls_certfile": "",
+        "tls_keyfile": "",
         "tls_key_password": "",
         "tls_verify": True,
         "protocol": Choice("5", PROTOCOLS, aliases={"v5": "5", "5.0": "5", "v3.1.1": "3.1.1", "311": "3.1.1"}),
@@ -185,14 +185,12 @@ class MQTTConnection(bspump.Connection):
     # -- lifecycle ---------------------------------------------------------------------------------------------
     def preflight(self) -> None:
         config = self.Config
-        for key in ("tls_ca", "tls_cert", "tls_key"):
+        for key in ("tls_cafile", "tls_certfile", "tls_keyfile"):
             path = str(config.get(key) or "")
             if path and not os.path.isfile(path):
                 raise config.error(key, f"file {path} does not exist")
-        if config.get("tls_key") and not config.get("tls_cert"):
-            raise config.error("tls_key", "is set without tls_cert (the client certificate it belongs to)")
-        if config.get("password") and not config.get("username"):
-            raise config.error("password", "is set without username")
+        if config.get("tls_keyfile") and not config.get("tls_certfile"):
+            raise config.error("tls_keyfile", "is set without tls_certfile (the client certificate it belongs to)")
 
     async def connect(self) -> None:
         config = self.Config
@@ -291,10 +289,10 @@ class MQTTConnection(bspump.Connection):
 
     def _build_tls_context(self) -> ssl.SSLContext:
         config = self.Config
-        context = ssl.create_default_context(cafile=str(config.get("tls_ca") or "") or None)
-        cert = str(config.get("tls_cert") or "")
+        context = ssl.create_default_context(cafile=str(config.get("tls_cafile") or "") or None)
+        cert = str(config.get("tls_certfile") or "")
         if cert:
-            context.load_cert_chain(cert, str(config.get("tls_key") or "") or None,
+            context.load_cert_chain(cert, str(config.get("tls_keyfile") or "") or None,
                                     str(config.get("tls_key_password") or "") or None)
         if not config.getboolean("tls_verify"):
             log.warning("connection %r: tls_verify is off: the broker's certificate is not checked", self.id)
