@@ -104,3 +104,34 @@ class Collector:
                         self.messages.append((message.topic.value, message.payload))
             except aiomqtt.MqttError:
                 await asyncio.sleep(0.2)  # the broker restarts: reconnect, the session kept what we missed
+
+
+class ReliablePublisher:
+    """Publishes ``count`` messages ``topic_prefix + str(n)`` (payload ``n``) at QoS 1, ``window`` unconfirmed
+    at a time, ``pause`` seconds between windows; survives broker restarts by reconnecting and publishing
+    again what was not confirmed (at least once, like any careful producer)."""
+
+    def __init__(self, host: str, port: int, topic_prefix: str, count: int, window: int = 20,
+                 pause: float = 0.0) -> None:
+        self.host, self.port, self.topic_prefix = host, port, topic_prefix
+        self.count, self.window, self.pause = count, window, pause
+        self.confirmed = 0
+        self.reconnects = 0
+
+    async def run(self) -> None:
+        next_n = 0
+        while next_n < self.count:
+            try:
+                async with _client(self.host, self.port) as client:
+                    client.pending_calls_threshold = 1 << 30
+                    while next_n < self.count:
+                        upto = min(next_n + self.window, self.count)
+                        await asyncio.gather(*(client.publish(f"{self.topic_prefix}{n}", str(n).encode(), qos=1)
+                                               for n in range(next_n, upto)))
+                        next_n = upto
+                        self.confirmed = upto
+                        if self.pause:
+                            await asyncio.sleep(self.pause)
+            except aiomqtt.MqttError:
+                self.reconnects += 1
+                await asyncio.sleep(0.2)
