@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
 import aiomqtt
 import paho.mqtt.client as paho
@@ -47,7 +47,7 @@ class SessionFlags:
 
 def paho_client(client: aiomqtt.Client) -> paho.Client:
     """The paho client inside ``client`` (see the module documentation for why and how this is guarded)."""
-    return cast(paho.Client, client._client)  # noqa: SLF001 -- the one documented, tested reach into aiomqtt
+    return client._client  # noqa: SLF001 -- the one documented, tested reach into aiomqtt
 
 
 def prepare(client: aiomqtt.Client, manual_ack: bool) -> SessionFlags:
@@ -56,7 +56,7 @@ def prepare(client: aiomqtt.Client, manual_ack: bool) -> SessionFlags:
     inner = paho_client(client)
     inner.manual_ack_set(manual_ack)
     flags = SessionFlags()
-    aiomqtt_on_connect = inner.on_connect
+    aiomqtt_on_connect: Any = inner.on_connect
 
     def on_connect(paho_self: paho.Client, userdata: Any, connect_flags: Any, reason_code: Any,
                    properties: Any = None) -> None:

@@ -16,6 +16,7 @@ import paho.mqtt.client as paho
 from aiomqtt.exceptions import MqttConnectError
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
 
 import bspump
 from bspump.config import Choice, Int, Seconds
@@ -198,7 +199,7 @@ class MQTTConnection(bspump.Connection):
         v5 = self.protocol == "5"
         properties: Properties | None = None
         if v5:
-            properties = Properties(PacketTypes.CONNECT)
+            properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
             properties.ReceiveMaximum = config.getint("receive_maximum")
             if self.persistent:
                 properties.SessionExpiryInterval = int(config.getseconds("session_expiry"))
@@ -316,10 +317,10 @@ class MQTTConnection(bspump.Connection):
 
     async def _subscribe(self, client: aiomqtt.Client, subscription: Subscription) -> None:
         granted = await client.subscribe([(f, subscription.qos) for f in subscription.filters])
-        for topic_filter, code in zip(subscription.filters, granted, strict=False):
-            value = code.value if hasattr(code, "value") else int(code)
+        codes = [code.value if isinstance(code, ReasonCode) else code for code in granted]
+        for topic_filter, value in zip(subscription.filters, codes, strict=False):
             if value >= 0x80:
-                raise MQTTSubscribeError(f"the broker refused the subscription to {topic_filter!r} ({code})")
+                raise MQTTSubscribeError(f"the broker refused the subscription to {topic_filter!r} (reason code {value:#x})")
             if value < subscription.qos:
                 log.warning("connection %r: the broker granted QoS %d, not %d, for %r", self.id, value,
                             subscription.qos, topic_filter)

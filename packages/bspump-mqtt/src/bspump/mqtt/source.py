@@ -130,8 +130,8 @@ class MQTTSource(bspump.PositionedSource[str]):
         for message, _ in messages:
             context = {keys.TOPIC: message.topic.value, QOS: message.qos, RETAIN: message.retain, MID: message.mid}
             properties = message.properties
-            if properties is not None and not properties.isEmpty():
-                context[PROPERTIES] = properties.json()
+            if properties is not None and not properties.isEmpty():  # type: ignore[no-untyped-call]
+                context[PROPERTIES] = properties.json()  # type: ignore[no-untyped-call]
             raw = message.payload
             try:
                 event: Any = raw if decode == "bytes" else bytes(raw).decode() if decode == "utf-8" \
