@@ -320,7 +320,8 @@ class MQTTConnection(bspump.Connection):
         codes = [code.value if isinstance(code, ReasonCode) else code for code in granted]
         for topic_filter, value in zip(subscription.filters, codes, strict=False):
             if value >= 0x80:
-                raise MQTTSubscribeError(f"the broker refused the subscription to {topic_filter!r} (reason code {value:#x})")
+                raise MQTTSubscribeError(f"the broker refused the subscription to {topic_filter!r} "
+                                         f"(reason code {value:#x})")
             if value < subscription.qos:
                 log.warning("connection %r: the broker granted QoS %d, not %d, for %r", self.id, value,
                             subscription.qos, topic_filter)
