@@ -117,3 +117,33 @@ async def test_messages_of_no_subscription_are_acknowledged_so_they_block_nothin
         assert (ack.kind, ack.mid) == (PUBACK, 3)
         assert connection.unrouted == 1 and len(inbox) == 0
         await connection.close()
+
+
+async def test_reading_pauses_when_the_broker_ignores_receive_maximum() -> None:
+    """A broker that sends more than receive_maximum unacknowledged messages (Mosquitto 2.0.11 does, once the
+    client acknowledges): reading pauses, a trickle keeps bytes arriving for paho's keepalive, and reading
+    resumes once the sink caught up."""
+    async with FakeBroker(v5=True) as broker:
+        connection = _connection(broker.port, "5", receive_maximum=5, keepalive=1)
+        inbox = Inbox("test", 100)
+        connection.subscribe(("flood/#",), 1, inbox)
+        await connection.open()
+        await broker.read()
+        broker.send(broker.connack(session_present=True))
+        subscribe = await broker.read()
+        broker.send(broker.suback(subscribe.mid, [1]))
+        await connection.wait_ready(10)
+
+        broker.send(b"".join(broker.publish(f"flood/{mid}", b"m", 1, mid) for mid in range(1, 13)))
+        await wait_for(lambda: connection.reads_paused == 1, 10, what="reading paused")
+        assert len(inbox) == 6, "reading went on past receive_maximum"
+        await wait_for(lambda: len(inbox) == 7, 5, what="one message read by the keepalive trickle")
+        assert connection.ready
+
+        taken = inbox.take(100)
+        connection.acknowledge([receipt for _, receipt in taken if receipt is not None])
+        acks = [await broker.read() for _ in taken]
+        assert [(p.kind, p.mid) for p in acks] == [(PUBACK, mid) for mid in range(1, 8)]
+        await wait_for(lambda: len(inbox) == 5, 10, what="the rest read after resuming")
+        assert connection.reads_paused == 1
+        await connection.close()

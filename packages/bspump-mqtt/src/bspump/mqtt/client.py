@@ -10,11 +10,18 @@ the signature of ``on_connect``).
 
 Incoming messages do not go through aiomqtt's message queue and its iterator (one task per message): the
 queue class, which aiomqtt lets the caller choose, hands each message to a router function on arrival.
+
+:class:`ReadGate` pauses reading the socket when the broker sends more than the client can hold (a broker that
+ignores MQTT 5's receive maximum, as Mosquitto before 2.0.13 does once the client acknowledges, or any broker
+under 3.1.1): TCP then holds the broker back. It reads a little every half keepalive meanwhile, because paho
+closes a link on which nothing was received for a keepalive period; bytes arriving keep paho sending PINGREQs,
+which keep the broker's side alive.
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -22,6 +29,8 @@ import aiomqtt
 import paho.mqtt.client as paho
 
 Router = Callable[[aiomqtt.Message], None]
+
+log = logging.getLogger("bspump.mqtt")
 
 
 def routing_queue(route: Router) -> type[asyncio.Queue[aiomqtt.Message]]:
@@ -71,3 +80,78 @@ def prepare(client: aiomqtt.Client, manual_ack: bool) -> SessionFlags:
 def acknowledge(client: aiomqtt.Client, mid: int, qos: int) -> None:
     """Send PUBACK (QoS 1) or PUBCOMP (QoS 2) for message ``mid``; a no-op once the client is disconnected."""
     paho_client(client).ack(mid, qos)
+
+
+class ReadGate:
+    """Pauses and resumes reading the socket of one aiomqtt client (see the module documentation).
+
+    Install it before connecting (it learns the socket from paho's ``on_socket_open``). ``on_error`` is called
+    with what reading raised after the gate took reading over (aiomqtt's own reader reports to its iterator).
+    """
+
+    def __init__(self, client: aiomqtt.Client, keepalive: float, on_error: Callable[[BaseException], None]) -> None:
+        self._inner = paho_client(client)
+        self._loop = asyncio.get_running_loop()
+        self._interval = max(0.05, keepalive / 2)
+        self._on_error = on_error
+        self._fd = -1
+        self._timer: asyncio.TimerHandle | None = None
+        self.paused = False
+        #: How often reading was paused.
+        self.pauses = 0
+        aiomqtt_on_socket_open: Any = self._inner.on_socket_open
+
+        def on_socket_open(paho_self: paho.Client, userdata: Any, sock: Any) -> None:
+            aiomqtt_on_socket_open(paho_self, userdata, sock)
+            self._fd = sock.fileno()  # called in an executor thread: a plain store, read on the loop later
+
+        self._inner.on_socket_open = on_socket_open
+
+    def pause(self) -> None:
+        """Stop reading (on the event loop), except for the keepalive trickle."""
+        if self.paused or self._fd < 0:
+            return
+        self.paused = True
+        self.pauses += 1
+        self._loop.remove_reader(self._fd)
+        self._timer = self._loop.call_later(self._interval, self._trickle)
+
+    def resume(self) -> None:
+        """Read again as data arrives."""
+        if not self.paused:
+            return
+        self.paused = False
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        if self._inner.socket() is not None:
+            self._loop.add_reader(self._fd, self._read)
+
+    def close(self) -> None:
+        """The client is going away: stop the trickle."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self.paused = False
+
+    def _trickle(self) -> None:
+        self._timer = None
+        if not self.paused:
+            return
+        self._read()
+        if self.paused and self._inner.socket() is not None:
+            self._timer = self._loop.call_later(self._interval, self._trickle)
+
+    def _read(self) -> None:
+        inner = self._inner
+        try:
+            while True:
+                inner.loop_read()
+                sock = inner.socket()
+                # An SSL socket may hold decrypted bytes that select() does not announce.
+                pending = getattr(sock, "pending", None)
+                if pending is not None and pending() > 0 and not self.paused:
+                    continue
+                break
+        except Exception as exc:  # the link broke under the read: the connection reconnects
+            self._on_error(exc)

@@ -22,9 +22,9 @@ import bspump
 from bspump.config import Choice, Int, Seconds
 from bspump.failures import ErrorKind
 
-from .client import SessionFlags, acknowledge, prepare, routing_queue
+from .client import ReadGate, SessionFlags, acknowledge, prepare, routing_queue
 from .inbox import Inbox
-from .ledger import AckLedger, settle
+from .ledger import AckLedger, Receipt, settle
 
 if TYPE_CHECKING:
     from bspump import BSPumpApplication
@@ -57,8 +57,8 @@ class Subscription:
 
 
 class MQTTConnection(bspump.Connection):
-    """An MQTT broker and one client session on it, shared by every :class:`MQTTSource` and
-    :class:`MQTTSink` that names it (one network connection, one client ID).
+    """An MQTT broker and the client sessions on it shared by every :class:`MQTTSource` and :class:`MQTTSink`
+    that names it (a subscriber for the sources, a publisher for the sinks; see the call order below).
 
     Configured in ``[connection:ID]``::
 
@@ -78,8 +78,8 @@ class MQTTConnection(bspump.Connection):
       ``bspump-HOSTNAME-CONNECTIONID``, is stable but the same for two processes on one host).
     - ``username``, ``password`` (secret): credentials.
     - ``tls`` (off by default), ``tls_cafile`` (CA bundle; the system's when empty), ``tls_certfile`` and
-      ``tls_keyfile`` (client certificate), ``tls_key_password`` (secret), ``tls_verify`` (on by default: the broker's
-      certificate and host name are checked; off only for tests).
+      ``tls_keyfile`` (client certificate), ``tls_key_password`` (secret), ``tls_verify`` (on by default:
+      the broker's certificate and host name are checked; off only for tests).
     - ``protocol``: ``5`` (default) or ``3.1.1``. ``keepalive``: seconds between PINGREQs when idle; the
       client keeps it up under backpressure (paho's loop runs regardless of the pipeline).
     - ``clean_start``: off by default, so that the broker keeps the session (subscriptions and QoS 1/2
@@ -87,17 +87,22 @@ class MQTTConnection(bspump.Connection):
       disconnect (3.1.1 sessions last until the broker drops them). At every connect the connection checks
       CONNACK's session-present flag and warns when a persistent session did not resume (first start of
       this client ID, session expired, broker lost it): messages published meanwhile are then lost.
-    - ``receive_maximum`` (MQTT 5): QoS 1/2 messages the broker sends before it waits for acknowledgements.
-      Sources acknowledge only after their sink did, so this bounds what waits in memory behind a slow sink
-      (under 3.1.1 the broker's own in-flight limit does, e.g. Mosquitto's ``max_inflight_messages``).
+    - ``receive_maximum``: QoS 1/2 messages received and not acknowledged yet, at most. Sources acknowledge
+      only after their sink did, so this bounds what waits in memory behind a slow sink. MQTT 5 tells the
+      broker (flow control); a broker that sends more anyway (3.1.1, or Mosquitto before 2.0.13, which
+      loses count once messages are acknowledged) is held back by TCP: the connection stops reading until
+      half of them were acknowledged, reading a packet every half ``keepalive`` so that the link stays up.
     - ``max_inflight``: QoS 1/2 publications the client sends before it waits for PUBACK/PUBREC.
     - ``will_topic``, ``will_payload``, ``will_qos``, ``will_retain``: the will message the broker
       publishes when this client vanishes without disconnecting (none when ``will_topic`` is empty).
     - ``timeout``: seconds to wait for CONNACK, SUBACK and a clean DISCONNECT.
 
-    Call order: :meth:`connect` creates the client, subscribes every source's filters again (so
-    subscriptions survive a reconnect, also when the broker lost the session) and starts watching the
-    link; when the link drops, the connection reconnects with backoff while its pipelines pause.
+    Call order: :meth:`connect` opens up to two clients: the subscriber (``client_id``, the persistent
+    session) when a source subscribed, and the publisher when a sink publishes (``client_id`` + ``-pub``
+    beside a subscriber, a clean session), so that a source held back by backpressure never delays the
+    PUBACKs its sink waits for. It subscribes every source's filters again (subscriptions survive a
+    reconnect, also when the broker lost the session) and watches both links; when one drops, the
+    connection reconnects with backoff while its pipelines pause.
     Sources register their subscriptions when they are built (:meth:`subscribe`), so that messages of a
     resumed session, which arrive right after CONNACK, find their source.
     """
@@ -147,12 +152,16 @@ class MQTTConnection(bspump.Connection):
         self.unrouted = 0
         self._subscriptions: list[Subscription] = []
         self._routes: dict[str, Inbox | None] = {}
-        self._client: aiomqtt.Client | None = None
-        self._entered = False
+        self._wants_publisher = False
+        self._subscriber: aiomqtt.Client | None = None
+        self._publisher: aiomqtt.Client | None = None
+        self._entered: list[aiomqtt.Client] = []
+        self._gate: ReadGate | None = None
+        self._receive_maximum = config.getint("receive_maximum")
         self._ledger = AckLedger(lambda mid, qos: None)
         self._ledger.close()
         self._lost: asyncio.Future[BaseException] | None = None
-        self._watcher: asyncio.Task[None] | None = None
+        self._watchers: list[asyncio.Task[None]] = []
         self._tls_context: ssl.SSLContext | None = None
         if self.protocol == "3.1.1" and self.persistent and config.get("session_expiry") != 3600.0:
             log.info("connection %r: session_expiry applies to MQTT 5 only; a 3.1.1 session lasts until the "
@@ -166,13 +175,31 @@ class MQTTConnection(bspump.Connection):
         self._subscriptions.append(Subscription(filters, qos, inbox, wildcards))
         self._routes.clear()
 
+    def publishes(self) -> None:
+        """Say that a sink publishes through this connection; called when the sink is built."""
+        self._wants_publisher = True
+
     @property
     def client(self) -> aiomqtt.Client:
-        """The connected aiomqtt client; raises :class:`MQTTLinkError` while there is none."""
-        client = self._client
-        if client is None or not self._entered:
+        """The connected aiomqtt client that publishes (the publisher when a sink asked for one, else the
+        subscriber); raises :class:`MQTTLinkError` while there is none."""
+        client = self._publisher or self._subscriber
+        if client is None or client not in self._entered:
             raise MQTTLinkError(f"MQTT connection {self.id!r} is not connected")
         return client
+
+    def acknowledge(self, receipts: list[Receipt]) -> None:
+        """Mark messages as processed: their PUBACK/PUBCOMP go out in arrival order (called by sources once
+        their sink acknowledged them). Reading resumes once few enough messages are unacknowledged."""
+        settle(receipts)
+        gate = self._gate
+        if gate is not None and gate.paused and len(self._ledger) <= self._receive_maximum // 2:
+            gate.resume()
+
+    @property
+    def reads_paused(self) -> int:
+        """How often reading was paused because the broker sent more than ``receive_maximum``."""
+        return self._gate.pauses if self._gate is not None else 0
 
     @property
     def lost(self) -> asyncio.Future[BaseException]:
@@ -194,31 +221,81 @@ class MQTTConnection(bspump.Connection):
             raise config.error("tls_keyfile", "is set without tls_certfile (the client certificate it belongs to)")
 
     async def connect(self) -> None:
+        """Open the subscriber client (when a source subscribed, or nothing publishes) and the publisher
+        client (when a sink publishes), so that a source paused by backpressure never holds back the PUBACKs
+        a sink waits for; subscribe every source's filters and watch both links."""
+        tls_context = await self._tls() if self.Config.getboolean("tls") else None
+        subscribing = bool(self._subscriptions) or not self._wants_publisher
+        self._lost = asyncio.get_running_loop().create_future()
+        if subscribing:
+            subscriber = self._make_client(self.client_id, self.persistent, tls_context, with_will=True)
+            flags = prepare(subscriber, manual_ack=True)
+            self._gate = ReadGate(subscriber, self.Config.getseconds("keepalive"), self._read_failed)
+            self._ledger = AckLedger(lambda mid, qos: acknowledge(subscriber, mid, qos))
+            self._subscriber = subscriber
+            await self._enter(subscriber)
+            self._check_session(flags)
+            for subscription in self._subscriptions:
+                await self._subscribe(subscriber, subscription)
+        if self._wants_publisher:
+            # Beside a subscriber it is a session of its own: a clean one (unconfirmed publications are the
+            # sink's to resend), under a client ID derived from the subscriber's.
+            identifier = f"{self.client_id}-pub" if subscribing else self.client_id
+            publisher = self._make_client(identifier, self.persistent and not subscribing, tls_context,
+                                          with_will=not subscribing)
+            # Publications wait for their PUBACK as aiomqtt "pending calls"; a sink keeps many in flight.
+            publisher.pending_calls_threshold = 1 << 30
+            self._publisher = publisher
+            await self._enter(publisher)
+        for client in self._entered:
+            self._watchers.append(asyncio.create_task(self._watch(client, self._lost), name=f"mqtt-watch:{self.id}"))
+
+    async def disconnect(self) -> None:
+        watchers, self._watchers = self._watchers, []
+        for watcher in watchers:
+            watcher.cancel()
+        await asyncio.gather(*watchers, return_exceptions=True)
+        self._ledger.close()
+        if self._gate is not None:
+            self._gate.close()
+        lost, self._lost = self._lost, None
+        if lost is not None and not lost.done():
+            lost.set_result(MQTTLinkError(f"MQTT connection {self.id!r} disconnected"))
+        entered, self._entered = self._entered, []
+        self._subscriber = self._publisher = None
+        for client in entered:
+            try:
+                async with asyncio.timeout(self.timeout):
+                    await client.__aexit__(None, None, None)
+            except (aiomqtt.MqttError, TimeoutError) as exc:
+                log.debug("connection %r: DISCONNECT not confirmed (%s); the socket is dropped", self.id, exc)
+
+    def _make_client(self, identifier: str, persistent: bool, tls_context: ssl.SSLContext | None,
+                     with_will: bool) -> aiomqtt.Client:
         config = self.Config
-        tls_context = await self._tls() if config.getboolean("tls") else None
         v5 = self.protocol == "5"
         properties: Properties | None = None
         if v5:
             properties = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-            properties.ReceiveMaximum = config.getint("receive_maximum")
-            if self.persistent:
+            properties.ReceiveMaximum = self._receive_maximum
+            if persistent:
                 properties.SessionExpiryInterval = int(config.getseconds("session_expiry"))
         will = None
-        if config.get("will_topic"):
+        if with_will and config.get("will_topic"):
             will = aiomqtt.Will(str(config.get("will_topic")), str(config.get("will_payload") or "").encode(),
                                 config.getint("will_qos"), config.getboolean("will_retain"))
-        client = aiomqtt.Client(
+        return aiomqtt.Client(
             self.host,
             self.port,
             username=str(config.get("username") or "") or None,
             password=str(config.get("password") or "") or None,
-            identifier=self.client_id,
+            identifier=identifier,
             queue_type=routing_queue(self._route),
             protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
             will=will,
-            clean_session=None if v5 else not self.persistent,
+            clean_session=None if v5 else not persistent,
             # paho accepts clean_start only for MQTT 5 (3.1.1 has clean_session); its default means "unset".
-            clean_start=(not self.persistent) if v5 else paho.MQTT_CLEAN_START_FIRST_ONLY,
+            clean_start=(not persistent) if v5 else paho.MQTT_CLEAN_START_FIRST_ONLY,
             keepalive=max(1, round(config.getseconds("keepalive"))),
             timeout=self.timeout,
             max_inflight_messages=config.getint("max_inflight"),
@@ -226,40 +303,20 @@ class MQTTConnection(bspump.Connection):
             tls_context=tls_context,
             tls_insecure=None if tls_context is None else not config.getboolean("tls_verify"),
         )
-        # Publications wait for their PUBACK as aiomqtt "pending calls"; a sink keeps many in flight on purpose.
-        client.pending_calls_threshold = 1 << 30
-        flags = prepare(client, manual_ack=True)
-        ledger = AckLedger(lambda mid, qos: acknowledge(client, mid, qos))
-        self._ledger, self._client = ledger, client
+
+    async def _enter(self, client: aiomqtt.Client) -> None:
         try:
             await client.__aenter__()
         except aiomqtt.MqttError as exc:
             raise _connect_error(exc) from None
-        self._entered = True
-        self._lost = asyncio.get_running_loop().create_future()
-        self._check_session(flags)
-        for subscription in self._subscriptions:
-            await self._subscribe(client, subscription)
-        self._watcher = asyncio.create_task(self._watch(client, self._lost), name=f"mqtt-watch:{self.id}")
+        self._entered.append(client)
 
-    async def disconnect(self) -> None:
-        watcher, self._watcher = self._watcher, None
-        if watcher is not None:
-            watcher.cancel()
-            await asyncio.gather(watcher, return_exceptions=True)
-        self._ledger.close()
-        lost, self._lost = self._lost, None
+    def _read_failed(self, error: BaseException) -> None:
+        lost = self._lost
+        link_error = MQTTLinkError(f"link to the MQTT broker lost: {error}")
         if lost is not None and not lost.done():
-            lost.set_result(MQTTLinkError(f"MQTT connection {self.id!r} disconnected"))
-        client, self._client = self._client, None
-        entered, self._entered = self._entered, False
-        if client is None or not entered:
-            return
-        try:
-            async with asyncio.timeout(self.timeout):
-                await client.__aexit__(None, None, None)
-        except (aiomqtt.MqttError, TimeoutError) as exc:
-            log.debug("connection %r: DISCONNECT not confirmed (%s); the socket is dropped", self.id, exc)
+            lost.set_result(link_error)
+        self.report_failure(link_error)
 
     def classify(self, error: BaseException) -> ErrorKind:
         """aiomqtt's errors: a lost or refused link is ``LINK``; a full client queue or a timed-out operation
@@ -340,6 +397,8 @@ class MQTTConnection(bspump.Connection):
             routes[topic] = inbox
         if inbox is not None:
             inbox.put(message, receipt)
+            if receipt is not None and len(self._ledger) > self._receive_maximum:
+                self._pause_reading()
             return
         self.unrouted += 1
         if self.unrouted == 1 or self.unrouted % 10000 == 0:
@@ -347,7 +406,19 @@ class MQTTConnection(bspump.Connection):
                         "an old subscription); they were acknowledged and dropped, last on topic %r",
                         self.id, self.unrouted, topic)
         if receipt is not None:
-            settle((receipt,))
+            self.acknowledge([receipt])
+
+    def _pause_reading(self) -> None:
+        """The broker sent more unacknowledged messages than ``receive_maximum`` allows (it ignores the
+        limit, or the protocol is 3.1.1): let TCP hold it back until the sinks caught up."""
+        gate = self._gate
+        if gate is None or gate.paused:
+            return
+        if gate.pauses == 0:
+            log.warning("connection %r: the broker sent more than receive_maximum = %d unacknowledged messages; "
+                        "reading pauses while that many wait (Mosquitto before 2.0.13 ignores the limit once "
+                        "messages are acknowledged)", self.id, self._receive_maximum)
+        gate.pause()
 
     def _match(self, topic: aiomqtt.Topic) -> Inbox | None:
         for subscription in self._subscriptions:

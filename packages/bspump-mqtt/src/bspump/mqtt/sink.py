@@ -87,6 +87,7 @@ class MQTTSink(bspump.StreamingSink):
         self.max_unconfirmed = config.getint("max_unconfirmed")
         assert isinstance(self.connection, MQTTConnection)
         self.mqtt: MQTTConnection = self.connection
+        self.mqtt.publishes()
         self._unconfirmed = 0
         self._capacity = asyncio.Event()
         self._capacity.set()

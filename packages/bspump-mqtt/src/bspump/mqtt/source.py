@@ -15,7 +15,7 @@ from bspump.config import Choice, Int, Seconds
 
 from .connection import MQTTConnection
 from .inbox import Inbox
-from .ledger import Receipt, settle
+from .ledger import Receipt
 
 if TYPE_CHECKING:
     from bspump import BSPumpApplication, Pipeline
@@ -154,7 +154,7 @@ class MQTTSource(bspump.PositionedSource[str]):
         while pending and pending[0][0] <= upto:
             settled.extend(pending.popleft()[1])
         if settled:
-            settle(settled)
+            self.mqtt.acknowledge(settled)
             self.acknowledged += len(settled)
 
     async def load_positions(self) -> dict[str, Any]:
