@@ -236,8 +236,9 @@ def _rss_kib() -> int:
 
 async def test_slow_sink_keeps_memory_flat_and_the_connection_alive(mqtt_address: Address,
                                                                     mqtt_topic_prefix: str) -> None:
-    """A sink at ~200 events/s behind 8,000 queued 2 KB messages, for five keepalive periods: the broker
-    sends no more than receive_maximum unacknowledged messages, memory stays flat, the link never drops."""
+    """A sink taking 50 ms per batch behind 8,000 queued 2 KB messages, for five keepalive periods: no more than
+    receive_maximum messages wait unacknowledged in the client (Mosquitto 2.0.11 sends more once they are
+    acknowledged; the connection then pauses reading), memory stays flat, the link never drops."""
     receive_maximum, keepalive, observe = 50, 1, 5.0
     app = make_app()
     connection = _connection(app, mqtt_address, keepalive=keepalive, receive_maximum=receive_maximum)
@@ -259,12 +260,17 @@ async def test_slow_sink_keeps_memory_flat_and_the_connection_alive(mqtt_address
         rss.append(_rss_kib())
         await asyncio.sleep(0.05)
     written = len(sink.written)
+    await wait_for(lambda: len(sink.written) > written, 5, what="the sink still making progress")
     app.stop()
     await asyncio.wait_for(running, 30)
     growth = rss[-1] - rss[len(rss) // 5]
     print(f"\nslow sink: {written} written in {observe}s, at most {max(waiting)} messages waiting or in flight "
-          f"(receive_maximum {receive_maximum}), RSS {rss[0]} -> {rss[-1]} KiB")
-    assert max(waiting) <= receive_maximum, "the broker sent more than receive_maximum unacknowledged messages"
+          f"(receive_maximum {receive_maximum}), RSS {rss[0]} -> {rss[-1]} KiB, reading paused "
+          f"{connection.reads_paused} times")
+    # Reading pauses once the broker exceeded receive_maximum (one message over); while paused, one message
+    # per half keepalive is read so that the link stays up.
+    bound = receive_maximum + 1 + int(observe / (keepalive / 2))
+    assert max(waiting) <= bound, f"{max(waiting)} messages unacknowledged in the client (bound {bound})"
     assert connection.connect_count == 1 and connection.failure_count == 0, "the link dropped under backpressure"
-    assert 200 <= written < 8000
+    assert 50 <= written < 8000
     assert growth < 4096, f"RSS grew by {growth} KiB while the sink fell behind"

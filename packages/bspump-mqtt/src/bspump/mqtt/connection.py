@@ -313,9 +313,10 @@ class MQTTConnection(bspump.Connection):
 
     def _read_failed(self, error: BaseException) -> None:
         lost = self._lost
+        if lost is None or lost.done():
+            return
         link_error = MQTTLinkError(f"link to the MQTT broker lost: {error}")
-        if lost is not None and not lost.done():
-            lost.set_result(link_error)
+        lost.set_result(link_error)
         self.report_failure(link_error)
 
     def classify(self, error: BaseException) -> ErrorKind:
@@ -436,8 +437,9 @@ class MQTTConnection(bspump.Connection):
             error = MQTTLinkError("the MQTT client stopped")
         except aiomqtt.MqttError as exc:
             error = MQTTLinkError(f"link to the MQTT broker lost: {exc.__cause__ or exc}")
-        if not lost.done():
-            lost.set_result(error)
+        if lost.done():
+            return  # the other client's watcher (or a failed read) reported this outage already
+        lost.set_result(error)
         if self.state is not bspump.ConnectionState.READY:
             await self.wait_ready()  # dropped while connect() was finishing: report it once the base is ready
         self.report_failure(error)
