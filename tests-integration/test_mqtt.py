@@ -274,3 +274,27 @@ async def test_slow_sink_keeps_memory_flat_and_the_connection_alive(mqtt_address
     assert connection.connect_count == 1 and connection.failure_count == 0, "the link dropped under backpressure"
     assert 50 <= written < 8000
     assert growth < 4096, f"RSS grew by {growth} KiB while the sink fell behind"
+
+
+@pytest.mark.server_control
+async def test_subscriptions_are_made_again_after_a_reconnect(mqtt_address: Address, mqtt_topic_prefix: str,
+                                                              server_control: ServerControl) -> None:
+    """Without a persistent session the restarted broker knows nothing of the client: the connection
+    subscribes again, and what is published after the reconnect arrives."""
+    app = make_app()
+    connection = _connection(app, mqtt_address, clean_start=True)
+    pipeline = bspump.Pipeline(app, "Resubscribe")
+    sink = MemorySink(app, pipeline, id="Out")
+    pipeline.build(bspump.mqtt.MQTTSource(app, pipeline, config={"topics": f"{mqtt_topic_prefix}+/x"}), sink)
+    app.pump_service.add_pipeline(pipeline)
+    running = asyncio.create_task(app.run_async())
+    await connection.wait_ready(10)
+    await publish_all(mqtt_address.host, mqtt_address.port, [(f"{mqtt_topic_prefix}a/x", b"before")])
+    await wait_for(lambda: sink.events == [b"before"], 10, what="the message before the restart")
+    await asyncio.to_thread(server_control.restart, "mosquitto")
+    await wait_for(lambda: connection.connect_count >= 2 and connection.ready, 30, what="the reconnect")
+    assert not connection.session_present
+    await publish_all(mqtt_address.host, mqtt_address.port, [(f"{mqtt_topic_prefix}b/x", b"after")])
+    await wait_for(lambda: sink.events == [b"before", b"after"], 10, what="the message after the reconnect")
+    app.stop()
+    assert await asyncio.wait_for(running, 30) == 0
