@@ -36,21 +36,20 @@ def packet(kind: int, flags: int, body: bytes) -> bytes:
 
 
 class FakeBroker:
-    """Accepts one client; the test reads its packets with :meth:`read` and answers with :meth:`send`."""
+    """Accepts clients one after another; the test reads the current client's packets with :meth:`read`,
+    answers with :meth:`send`, drops the link with :meth:`drop` and takes the next client with
+    :meth:`next_client`."""
 
     def __init__(self, v5: bool) -> None:
         self.v5 = v5
         self.port = 0
         self._server: asyncio.Server | None = None
-        self._connected: asyncio.Future[tuple[asyncio.StreamReader, asyncio.StreamWriter]] | None = None
+        self._accepted: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
+        self._current: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None = None
 
     async def __aenter__(self) -> FakeBroker:
-        self._connected = asyncio.get_running_loop().create_future()
-
         def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-            assert self._connected is not None
-            if not self._connected.done():
-                self._connected.set_result((reader, writer))
+            self._accepted.put_nowait((reader, writer))
 
         self._server = await asyncio.start_server(accept, "127.0.0.1", 0)
         self.port = self._server.sockets[0].getsockname()[1]
@@ -58,16 +57,28 @@ class FakeBroker:
 
     async def __aexit__(self, *exc: object) -> None:
         assert self._server is not None
-        if self._connected is not None and self._connected.done():
-            self._connected.result()[1].close()
+        if self._current is not None:
+            self._current[1].close()
         self._server.close()
 
+    async def next_client(self) -> None:
+        """Wait for the next client to connect and talk to it from now on."""
+        self._current = await asyncio.wait_for(self._accepted.get(), 10)
+
+    def drop(self) -> None:
+        """Close the current client's link, as a broker that goes away does."""
+        assert self._current is not None
+        self._current[1].close()
+        self._current = None
+
     async def read(self) -> Packet:
-        """The client's next packet (PINGREQs are answered and skipped)."""
-        assert self._connected is not None
-        reader, _ = await asyncio.wait_for(asyncio.shield(self._connected), 10)
+        """The current client's next packet (PINGREQs are answered and skipped)."""
+        if self._current is None:
+            await self.next_client()
+        assert self._current is not None
+        reader = self._current[0]
         while True:
-            header = (await reader.readexactly(1))[0]
+            header = (await asyncio.wait_for(reader.readexactly(1), 10))[0]
             length, shift = 0, 0
             while True:
                 byte = (await reader.readexactly(1))[0]
@@ -83,8 +94,8 @@ class FakeBroker:
             return found
 
     def send(self, data: bytes) -> None:
-        assert self._connected is not None and self._connected.done()
-        self._connected.result()[1].write(data)
+        assert self._current is not None
+        self._current[1].write(data)
 
     # -- the packets a test sends --------------------------------------------------------------------------------
     def connack(self, session_present: bool) -> bytes:

@@ -8,6 +8,7 @@ the tests see exactly which packets the client sends, and when.
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 from typing import Any
 
@@ -31,6 +32,10 @@ async def test_aiomqtt_wraps_a_paho_client_with_manual_ack() -> None:
     assert list(inspect.signature(inner.ack).parameters) == ["mid", "qos"]
     # aiomqtt's own CONNACK handler takes (client, userdata, flags, reason_code, properties).
     assert len(inspect.signature(inner.on_connect).parameters) == 5
+    # aiomqtt's socket callback, which ReadGate wraps, takes (client, userdata, sock).
+    assert len(inspect.signature(inner.on_socket_open).parameters) == 3
+    # Where aiomqtt keeps the error of a lost link (retrieved by discard_disconnect_error).
+    assert isinstance(client._disconnected, asyncio.Future)
 
 
 def _connection(port: int, protocol: str, **extra: Any) -> MQTTConnection:
@@ -146,4 +151,39 @@ async def test_reading_pauses_when_the_broker_ignores_receive_maximum() -> None:
         assert [(p.kind, p.mid) for p in acks] == [(PUBACK, mid) for mid in range(1, 8)]
         await wait_for(lambda: len(inbox) == 5, 10, what="the rest read after resuming")
         assert connection.reads_paused == 1
+        await connection.close()
+
+
+async def test_qos2_released_before_a_reconnect_is_completed_on_the_resumed_session() -> None:
+    """A QoS 2 message released (PUBREL) on one link and acknowledged by the sink after a reconnect: its
+    PUBCOMP goes out on the new link of the resumed session (else the broker keeps it, and its slot, for ever)."""
+    async with FakeBroker(v5=True) as broker:
+        connection = _connection(broker.port, "5", reconnect_initial=0.01, reconnect_jitter=0.0)
+        inbox = Inbox("test", 100)
+        connection.subscribe(("q2/#",), 2, inbox)
+        await connection.open()
+        await broker.read()
+        broker.send(broker.connack(session_present=True))
+        subscribe = await broker.read()
+        broker.send(broker.suback(subscribe.mid, [2]))
+        await connection.wait_ready(10)
+        broker.send(broker.publish("q2/a", b"once", 2, 40))
+        assert (await broker.read()).kind == 5  # PUBREC
+        broker.send(broker.pubrel(40))
+        await wait_for(lambda: len(inbox) == 1, 10, what="the QoS 2 message released")
+
+        broker.drop()
+        await broker.next_client()
+        await broker.read()  # CONNECT of the reconnect
+        broker.send(broker.connack(session_present=True))
+        subscribe = await broker.read()
+        broker.send(broker.suback(subscribe.mid, [2]))
+        await wait_for(lambda: connection.ready and connection.connect_count == 2, 10, what="the reconnect")
+        assert len(inbox) == 1, "an unread QoS 2 message was dropped: the broker will not send it again"
+
+        ((message, receipt),) = inbox.take(1)
+        assert message.payload == b"once" and receipt is not None
+        connection.acknowledge([receipt])
+        completion = await broker.read()
+        assert (completion.kind, completion.mid) == (PUBCOMP, 40)
         await connection.close()

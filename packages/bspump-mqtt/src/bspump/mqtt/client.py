@@ -6,7 +6,7 @@ manual acknowledgement, nor does it keep CONNACK's ``session_present`` flag. Bot
 aiomqtt wraps, which it keeps in ``Client._client``: this module is the one place that reaches it. The
 dependency range of aiomqtt and paho-mqtt is pinned in pyproject.toml, and ``tests/test_client_internals.py``
 fails when either library changes what this relies on (the attribute, ``manual_ack_set``, ``ack``, and
-the signature of ``on_connect``).
+the signatures of ``on_connect`` and ``on_socket_open``, and ``Client._disconnected``).
 
 Incoming messages do not go through aiomqtt's message queue and its iterator (one task per message): the
 queue class, which aiomqtt lets the caller choose, hands each message to a router function on arrival.
@@ -75,6 +75,14 @@ def prepare(client: aiomqtt.Client, manual_ack: bool) -> SessionFlags:
 
     inner.on_connect = on_connect
     return flags
+
+
+def discard_disconnect_error(client: aiomqtt.Client) -> None:
+    """Mark the error of a lost link as seen: a client whose link dropped while nothing was iterating its
+    messages would otherwise make asyncio print "Future exception was never retrieved" when it is freed."""
+    disconnected = client._disconnected  # noqa: SLF001 -- see the module documentation
+    if disconnected.done() and not disconnected.cancelled():
+        disconnected.exception()
 
 
 def acknowledge(client: aiomqtt.Client, mid: int, qos: int) -> None:

@@ -22,7 +22,7 @@ import bspump
 from bspump.config import Choice, Int, Seconds
 from bspump.failures import ErrorKind
 
-from .client import ReadGate, SessionFlags, acknowledge, prepare, routing_queue
+from .client import ReadGate, SessionFlags, acknowledge, discard_disconnect_error, prepare, routing_queue
 from .inbox import Inbox
 from .ledger import AckLedger, Receipt, settle
 
@@ -192,6 +192,13 @@ class MQTTConnection(bspump.Connection):
         """Mark messages as processed: their PUBACK/PUBCOMP go out in arrival order (called by sources once
         their sink acknowledged them). Reading resumes once few enough messages are unacknowledged."""
         settle(receipts)
+        subscriber = self._subscriber
+        if self.session_present and subscriber is not None and subscriber in self._entered:
+            for receipt in receipts:
+                # A QoS 2 message released on an earlier link of this resumed session: the broker keeps it
+                # (and its receive-maximum slot) until PUBCOMP, which only this session can send now.
+                if receipt.qos == 2 and receipt.ledger.closed:
+                    acknowledge(subscriber, receipt.mid, 2)
         gate = self._gate
         if gate is not None and gate.paused and len(self._ledger) <= self._receive_maximum // 2:
             gate.resume()
@@ -269,6 +276,7 @@ class MQTTConnection(bspump.Connection):
                     await client.__aexit__(None, None, None)
             except (aiomqtt.MqttError, TimeoutError) as exc:
                 log.debug("connection %r: DISCONNECT not confirmed (%s); the socket is dropped", self.id, exc)
+            discard_disconnect_error(client)
 
     def _make_client(self, identifier: str, persistent: bool, tls_context: ssl.SSLContext | None,
                      with_will: bool) -> aiomqtt.Client:

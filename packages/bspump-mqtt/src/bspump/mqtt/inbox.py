@@ -61,12 +61,13 @@ class Inbox:
         return taken
 
     def forget_resent(self) -> int:
-        """Drop QoS 1/2 messages of a previous connection that were not read yet: the broker resumed the
-        session and sends them again. Returns how many were dropped."""
+        """Drop QoS 1 messages of a previous connection that were not read yet: the broker resumed the
+        session and sends them again. (A QoS 2 message is kept: the broker resends only its release.)
+        Returns how many were dropped."""
         kept: deque[tuple[aiomqtt.Message, Receipt | None]] = deque()
         dropped = 0
         for message, receipt in self.messages:
-            if receipt is not None and receipt.ledger.closed:
+            if receipt is not None and receipt.qos == 1 and receipt.ledger.closed:
                 dropped += 1
             else:
                 kept.append((message, receipt))
