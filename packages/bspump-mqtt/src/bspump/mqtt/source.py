@@ -58,9 +58,10 @@ class MQTTSource(bspump.PositionedSource[str]):
     ``properties`` (a dict, only when the message has any). The subscriptions belong to the connection:
     they are made again at every connect.
 
-    A note on QoS 2: the broker sends a QoS 2 message's content once and, after a reconnect, only its
-    release (PUBREL); the message is read at the release and its PUBCOMP waits for the sink, but a pump
-    killed between the two loses it. Use QoS 1 where a kill must lose nothing.
+    A note on QoS 2: the client answers PUBREC on receipt (paho does) and reads the message at its release
+    (PUBREL); its PUBCOMP waits for the sink, also across a reconnect of the resumed session. The broker
+    sends the content only once, so a message received but not yet released when the link drops, or read
+    but not yet acknowledged when the pump is killed, is lost. Use QoS 1 where that must not happen.
     """
 
     ConnectionType = MQTTConnection
