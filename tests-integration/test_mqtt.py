@@ -298,3 +298,29 @@ async def test_subscriptions_are_made_again_after_a_reconnect(mqtt_address: Addr
     await wait_for(lambda: sink.events == [b"before", b"after"], 10, what="the message after the reconnect")
     app.stop()
     assert await asyncio.wait_for(running, 30) == 0
+
+
+@pytest.mark.parametrize("mode", ["whole", "on_demand"])
+async def test_lookup_reads_retained_messages(mqtt_address: Address, mqtt_topic_prefix: str, mode: str) -> None:
+    prefix = f"{mqtt_topic_prefix}devices/"
+    await publish_all(mqtt_address.host, mqtt_address.port, [
+        (f"{prefix}pump-1", b'{"site": "north"}'), (f"{prefix}pump-2", b'{"site": "south"}'),
+        (f"{mqtt_topic_prefix}elsewhere", b'{"site": "not under the prefix"}')], retain=True)
+    app = make_app()
+    _connection(app, mqtt_address)
+    lookup = bspump.mqtt.MQTTLookup(app, "Devices", config={"topic_prefix": prefix, "mode": mode})
+    app.pump_service.add_lookup(lookup)
+    await app.pump_service.connections["MQTTConnection"].open()
+    try:
+        await lookup.start()
+        if mode == "whole":
+            assert dict(lookup) == {"pump-1": {"site": "north"}, "pump-2": {"site": "south"}}
+        else:
+            await lookup.prefetch(["pump-2", "pump-9"])
+            assert lookup.get("pump-2") == {"site": "south"} and "pump-9" not in lookup
+            assert await lookup.aget("pump-1") == {"site": "north"} and lookup.queries == 2
+    finally:
+        await lookup.stop()
+        await app.pump_service.connections["MQTTConnection"].close()
+        await publish_all(mqtt_address.host, mqtt_address.port, [
+            (f"{prefix}pump-1", b""), (f"{prefix}pump-2", b""), (f"{mqtt_topic_prefix}elsewhere", b"")], retain=True)

@@ -31,6 +31,7 @@ class TestMQTTConformance(ConnectorConformance):
     connection_class = bspump.mqtt.MQTTConnection
     source_class = bspump.mqtt.MQTTSource
     sink_class = bspump.mqtt.MQTTSink
+    lookup_class = bspump.mqtt.MQTTLookup
     address: Address
     prefix: str
     client_id: str

@@ -2,7 +2,8 @@
 the sink acknowledged them, and a publish sink that acknowledges on PUBACK/PUBCOMP."""
 
 from .connection import MQTTConnection, MQTTLinkError
+from .lookup import MQTTLookup
 from .sink import MQTTSink
 from .source import MQTTSource
 
-__all__ = ["MQTTConnection", "MQTTLinkError", "MQTTSink", "MQTTSource"]
+__all__ = ["MQTTConnection", "MQTTLinkError", "MQTTLookup", "MQTTSink", "MQTTSource"]

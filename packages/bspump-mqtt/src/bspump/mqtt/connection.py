@@ -7,6 +7,7 @@ import logging
 import os
 import socket
 import ssl
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -203,6 +204,14 @@ class MQTTConnection(bspump.Connection):
         if gate is not None and gate.paused and len(self._ledger) <= self._receive_maximum // 2:
             gate.resume()
 
+    async def short_lived_client(self, purpose: str) -> aiomqtt.Client:
+        """A new, unconnected client with this connection's broker, credentials and TLS, a clean session and
+        a client ID of its own (``client_id`` + ``-`` + ``purpose`` + a random suffix): for a lookup that
+        reads retained messages now and then. The caller enters and leaves it (``async with``)."""
+        tls_context = await self._tls() if self.Config.getboolean("tls") else None
+        identifier = f"{self.client_id}-{purpose}-{uuid.uuid4().hex[:8]}"
+        return self._make_client(identifier, False, tls_context, with_will=False, routed=False)
+
     @property
     def reads_paused(self) -> int:
         """How often reading was paused because the broker sent more than ``receive_maximum``."""
@@ -279,7 +288,7 @@ class MQTTConnection(bspump.Connection):
             discard_disconnect_error(client)
 
     def _make_client(self, identifier: str, persistent: bool, tls_context: ssl.SSLContext | None,
-                     with_will: bool) -> aiomqtt.Client:
+                     with_will: bool, routed: bool = True) -> aiomqtt.Client:
         config = self.Config
         v5 = self.protocol == "5"
         properties: Properties | None = None
@@ -298,7 +307,8 @@ class MQTTConnection(bspump.Connection):
             username=str(config.get("username") or "") or None,
             password=str(config.get("password") or "") or None,
             identifier=identifier,
-            queue_type=routing_queue(self._route),
+            # Routed: messages go to the sources' inboxes; else to aiomqtt's queue, for the caller to read.
+            queue_type=routing_queue(self._route) if routed else None,
             protocol=aiomqtt.ProtocolVersion.V5 if v5 else aiomqtt.ProtocolVersion.V311,
             will=will,
             clean_session=None if v5 else not persistent,

@@ -1,4 +1,4 @@
-"""Registers the MQTT types as ``mqtt.MQTTConnection``, ``mqtt.MQTTSource`` and ``mqtt.MQTTSink``."""
+"""Registers the MQTT types: ``mqtt.MQTTConnection``, ``mqtt.MQTTSource``, ``mqtt.MQTTSink``, ``mqtt.MQTTLookup``."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from bspump import hookimpl
 from bspump.hookspecs import Register
 
 from .connection import MQTTConnection
+from .lookup import MQTTLookup
 from .sink import MQTTSink
 from .source import MQTTSource
 
@@ -23,3 +24,8 @@ def register_sources(register: Register) -> None:
 @hookimpl
 def register_sinks(register: Register) -> None:
     register(MQTTSink)
+
+
+@hookimpl
+def register_lookups(register: Register) -> None:
+    register(MQTTLookup)
