@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import ssl
 from typing import Any
 
 import aiomqtt
@@ -187,3 +188,30 @@ async def test_qos2_released_before_a_reconnect_is_completed_on_the_resumed_sess
         completion = await broker.read()
         assert (completion.kind, completion.mid) == (PUBCOMP, 40)
         await connection.close()
+
+
+async def test_will_message_and_missing_session_warning(caplog: pytest.LogCaptureFixture) -> None:
+    """The will message travels in CONNECT; a persistent session the broker did not resume is warned about."""
+    async with FakeBroker(v5=True) as broker:
+        connection = _connection(broker.port, "5", will_topic="status/pump-1", will_payload="offline",
+                                 will_qos=1, will_retain=True)
+        connection.subscribe(("in/#",), 1, Inbox("test", 10))
+        await connection.open()
+        connect = await broker.read()
+        assert b"status/pump-1" in connect.body and b"offline" in connect.body
+        broker.send(broker.connack(session_present=False))
+        subscribe = await broker.read()
+        broker.send(broker.suback(subscribe.mid, [1]))
+        await connection.wait_ready(10)
+        await connection.close()
+    warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+    assert any("holds no session for client_id 'unit'" in w for w in warnings), warnings
+
+
+async def test_tls_verifies_the_broker_unless_told_not_to() -> None:
+    verifying = MQTTConnection(make_app(), "C", config={"tls": True})
+    context = await verifying._tls()
+    assert context.verify_mode is ssl.CERT_REQUIRED and context.check_hostname
+    trusting = MQTTConnection(make_app(), "C", config={"tls": True, "tls_verify": False})
+    context = await trusting._tls()
+    assert context.verify_mode is ssl.CERT_NONE and not context.check_hostname
