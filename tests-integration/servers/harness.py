@@ -513,7 +513,18 @@ class Mosquitto(Server):
             (HERE / "mosquitto" / "mosquitto.conf")
             .read_text()
             .replace("@PORT@", str(self.port))
+            .replace("@DIR@", str(self.data_dir))
         )
+        # Started as root, Mosquitto drops to the `mosquitto` user, which must be able to write its database.
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            try:
+                import pwd
+
+                account = pwd.getpwnam("mosquitto")
+            except KeyError:
+                return
+            os.chown(self.data_dir, account.pw_uid, account.pw_gid)
 
     def command(self) -> list[str]:
         return ["/usr/sbin/mosquitto", "-c", str(self.dir / "mosquitto.conf")]
