@@ -57,6 +57,8 @@ class ClientOptions:
     #: the bootstrap connection is replaced by one to the broker it names.
     reconnect_backoff_ms: int = 20
     connections_max_idle_ms: int = 540000
+    #: librdkafka only: the longest delay between its reconnects to a broker (the connection's reconnect_max).
+    reconnect_backoff_max_ms: int = 10000
 
     @property
     def uses_ssl(self) -> bool:
@@ -191,6 +193,7 @@ def confluent_common(options: ClientOptions) -> dict[str, Any]:
         "metadata.max.age.ms": options.metadata_max_age_ms,
         "retry.backoff.ms": options.retry_backoff_ms,
         "reconnect.backoff.ms": options.reconnect_backoff_ms,
+        "reconnect.backoff.max.ms": max(options.reconnect_backoff_max_ms, options.reconnect_backoff_ms),
         "connections.max.idle.ms": options.connections_max_idle_ms,
     }
     if options.uses_ssl:

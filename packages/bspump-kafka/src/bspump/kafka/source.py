@@ -133,7 +133,7 @@ class KafkaSource(bspump.PositionedSource[Partition]):
     async def _start_consumer(self) -> ConsumerClient:
         kafka = self.kafka
         client = kafka.backend.consumer(kafka.options, self.settings, self._assigned, self._revoked,
-                                        self.revoke_timeout)
+                                        self.revoke_timeout, kafka)
         try:
             await client.start()
         except BaseException:

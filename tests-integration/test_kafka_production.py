@@ -1,0 +1,130 @@
+"""bspump-kafka run 24/7 against the real broker (issue 15): quiet and cheap while the broker restarts, fast
+restarts with static group membership, and an early first commit.
+
+Every test runs on both client backends (``client = aiokafka`` and ``client = confluent``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections import Counter
+from typing import Any
+
+import pytest
+from conftest import TopicFactory
+from test_kafka import committed, json_values, kafka_app, produce
+
+import bspump
+import bspump.kafka
+from bspump.testing import wait_for
+
+pytestmark = [pytest.mark.kafka]
+
+CLIENTS = ["aiokafka", "confluent"]
+
+
+@pytest.fixture(params=CLIENTS)
+def client(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+# -- 1. quiet and cheap while the broker is down -----------------------------------------------------------
+
+
+class Numbers(bspump.Source):
+    """Emits ``{"n": i}``, ``batch`` events every ``pause`` seconds, for as long as the pipeline takes them."""
+
+    def __init__(self, *args: Any, batch: int = 100, pause: float = 0.02, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.batch = batch
+        self.pause = pause
+        self.emitted = 0
+
+    async def main(self) -> None:
+        while True:
+            start = self.emitted
+            self.emitted += self.batch
+            await self.emit([{"n": i} for i in range(start, self.emitted)])
+            await asyncio.sleep(self.pause)
+
+
+class Pass(bspump.Processor):
+    def process(self, context: bspump.Context, event: Any) -> Any:
+        return event
+
+
+class LogCounter(logging.Handler):
+    """Counts the log records of WARNING and above, per logger and message (numbers aside)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.WARNING)
+        self.counts: Counter[tuple[str, str]] = Counter()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.counts[(record.name, re.sub(r"\d+", "#", record.getMessage())[:100])] += 1
+
+    def client_lines(self) -> Counter[tuple[str, str]]:
+        """The client library's lines (bspump's own say what it does, once per reconnect attempt)."""
+        return Counter({k: n for k, n in self.counts.items()
+                        if not k[0].startswith("bspump.") or k[0] == "bspump.kafka.librdkafka"})
+
+    @property
+    def total(self) -> int:
+        return sum(self.counts.values())
+
+
+@pytest.mark.server_control
+@pytest.mark.timeout(120)
+async def test_a_broker_restart_is_quiet_and_cheap(
+    kafka_bootstrap: str, kafka_topic_factory: TopicFactory, client: str, server_control: Any
+) -> None:
+    """A sink holding events to send and a source in its group ride out a broker restart printing few lines
+    and using little CPU; everything emitted is delivered afterwards."""
+    target = await kafka_topic_factory(partitions=1)
+    idle_input = await kafka_topic_factory(partitions=1)
+    app, svc = kafka_app(kafka_bootstrap, client, reconnect_initial=0.2, reconnect_max=2.0)
+    producing = bspump.Pipeline(app, "Producing")
+    numbers = Numbers(app, producing)
+    sink = bspump.kafka.KafkaSink(app, producing, connection="KafkaConnection", config={"topic": target})
+    producing.build(numbers, Pass(app, producing), sink)
+    svc.add_pipeline(producing)
+    consuming = bspump.Pipeline(app, "Consuming")
+    source = bspump.kafka.KafkaSource(app, consuming, connection="KafkaConnection",
+                                      config={"topics": idle_input, "group_id": f"{idle_input}-g"})
+    consuming.build(source, Pass(app, consuming), bspump.NullSink(app, consuming))
+    svc.add_pipeline(consuming)
+
+    counter = LogCounter()
+    task = asyncio.create_task(app.run_async())
+    try:
+        await wait_for(lambda: sink.sent >= 2000 or task.done(), 60, "2000 events written")
+        await wait_for(lambda: source.client is not None and bool(source.client.assignment()), 30,
+                       "the source's assignment")
+        logging.getLogger().addHandler(counter)
+        wall, cpu = time.monotonic(), time.process_time()
+        await asyncio.to_thread(server_control.restart, "kafka")
+        emitted = numbers.emitted
+        await wait_for(lambda: sink.sent >= emitted or task.done(), 60, "every event emitted written")
+        wall, cpu = time.monotonic() - wall, time.process_time() - cpu
+        logging.getLogger().removeHandler(counter)
+        assert not task.done(), "the application stopped instead of reconnecting"
+    finally:
+        logging.getLogger().removeHandler(counter)
+        app.stop()
+        await asyncio.wait_for(task, 60)
+    top = counter.counts.most_common(5)
+    print(f"[{client}] broker restart: {wall:.2f} s, {cpu:.2f} s CPU ({cpu / wall:.0%} of a core), "
+          f"{counter.total} log lines; most frequent: {top}")
+    assert counter.total < 100, f"{counter.total} log lines over the restart; most frequent: {top}"
+    # client_log_interval (10 s by default): each distinct client line once per 10 s
+    repeated = {k: n for k, n in counter.client_lines().items() if n > 1 + wall // 10}
+    assert not repeated, f"client lines repeated within client_log_interval: {repeated}"
+    assert cpu / wall < 0.3, f"{cpu:.2f} s CPU in {wall:.2f} s over the restart"
+    assert sink.sent == numbers.emitted
