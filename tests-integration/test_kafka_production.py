@@ -170,3 +170,80 @@ async def test_the_first_acknowledged_batch_is_committed_at_once(
     assert all(o is not None and o > 0 for o in offsets)
     assert commits_before_stop <= 2, "after the first batch of each partition, commits wait for the interval"
     assert sum(o or 0 for o in await committed(kafka_bootstrap, group, source_topic, 2)) == 4000  # at the stop
+
+
+# -- 2. static group membership: a restarted member takes its partitions back at once ------------------------
+
+SESSION_TIMEOUT_MS = 6000  # the broker's group.min.session.timeout.ms: the shortest a dynamic member can wait
+
+
+def member_app(bootstrap: str, client: str, source_topic: str, target_topic: str, group: str,
+               instance_id: str) -> tuple[bspump.BSPumpApplication, bspump.kafka.KafkaSink]:
+    """A group member copying ``source_topic`` to ``target_topic``; static when ``instance_id`` is set."""
+    app, svc = kafka_app(bootstrap, client)
+    pipeline = bspump.Pipeline(app, "Member")
+    source_config: dict[str, Any] = {"topics": source_topic, "group_id": group, "batch_size": 100,
+                                     "session_timeout_ms": SESSION_TIMEOUT_MS, "heartbeat_interval_ms": 1000}
+    if instance_id:
+        source_config["group_instance_id"] = instance_id
+    source = bspump.kafka.KafkaSource(app, pipeline, connection="KafkaConnection", config=source_config)
+    sink = bspump.kafka.KafkaSink(app, pipeline, connection="KafkaConnection", config={"topic": target_topic})
+    pipeline.build(source, Pass(app, pipeline), sink)
+    svc.add_pipeline(pipeline)
+    return app, sink
+
+
+def run_member(*args: str) -> int:
+    """``python test_kafka_production.py member BOOTSTRAP CLIENT SOURCE TARGET GROUP [INSTANCE]``."""
+    bootstrap, client, source_topic, target_topic, group, *instance = args
+    app, _ = member_app(bootstrap, client, source_topic, target_topic, group, instance[0] if instance else "")
+    return app.run()
+
+
+@pytest.mark.parametrize("static", [False, True], ids=["dynamic", "static"])
+@pytest.mark.timeout(90)
+async def test_a_restarted_static_member_takes_its_partitions_back_at_once(
+    kafka_bootstrap: str, kafka_topic_factory: TopicFactory, client: str, static: bool, tmp_path: Any
+) -> None:
+    """A member is SIGKILLed and started again at once. A dynamic member's successor waits for the dead
+    member's session to expire; a static one (same group_instance_id) takes the partitions back at once."""
+    source_topic = await kafka_topic_factory(partitions=2)
+    target_topic = await kafka_topic_factory(partitions=2)
+    group = f"{source_topic}-g"
+    instance_id = "member-1" if static else ""
+    await produce(kafka_bootstrap, source_topic, json_values(0, 200))
+    with open(tmp_path / "member.log", "wb") as log_file:
+        victim = subprocess.Popen(
+            [sys.executable, __file__, "member", kafka_bootstrap, client, source_topic, target_topic, group,
+             *([instance_id] if instance_id else [])],
+            stdout=log_file, stderr=subprocess.STDOUT, cwd=os.path.dirname(__file__))
+    try:
+        deadline = time.monotonic() + 30
+        while None in await committed(kafka_bootstrap, group, source_topic, 2) and time.monotonic() < deadline:
+            await asyncio.sleep(0.1)
+        assert None not in await committed(kafka_bootstrap, group, source_topic, 2), (
+            "the first member never committed: " + (tmp_path / "member.log").read_text()[-2000:])
+    finally:
+        victim.send_signal(signal.SIGKILL)
+        victim.wait(10)
+    await produce(kafka_bootstrap, source_topic, json_values(200, 400))
+    app, sink = member_app(kafka_bootstrap, client, source_topic, target_topic, group, instance_id)
+    started = time.monotonic()
+    task = asyncio.create_task(app.run_async())
+    try:
+        await wait_for(lambda: sink.sent >= 200 or task.done(), 45, "the new events written")
+        delay = time.monotonic() - started
+    finally:
+        app.stop()
+        await asyncio.wait_for(task, 60)
+    print(f"[{client}] {'static' if static else 'dynamic'} member restarted: first events written after "
+          f"{delay:.2f} s (session timeout {SESSION_TIMEOUT_MS / 1000:.0f} s)")
+    if static:
+        assert delay < SESSION_TIMEOUT_MS / 1000 / 2, f"the static member waited {delay:.2f} s"
+    else:  # what static membership saves: the dead member's session timeout
+        assert delay >= SESSION_TIMEOUT_MS / 1000 * 0.7, f"the dynamic member waited only {delay:.2f} s"
+
+
+if __name__ == "__main__":
+    if sys.argv[1:2] == ["member"]:
+        sys.exit(run_member(*sys.argv[2:]))
