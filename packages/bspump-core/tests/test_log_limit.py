@@ -25,7 +25,8 @@ def test_one_line_per_message_per_interval_with_the_count_of_the_rest() -> None:
     assert len(passed) == 1
     later = record(template, 1, "refused again", created=12.0)
     assert limiter.filter(later)
-    assert later.getMessage() == "Unable connect to node with id 1: refused again (4999 similar lines held back over 12 s)"
+    assert later.getMessage() == ("Unable connect to node with id 1: refused again "
+                                  "(4999 similar lines held back over 12 s)")
     assert limiter.held_back == 4999
     assert not limiter.filter(record(template, 1, "x", created=13.0))
 

@@ -20,9 +20,10 @@ class RateLimitFilter(logging.Filter):
     filled in), so that "cannot connect to node %s: %s" printed ten thousand times with changing details
     counts as one. A template that is nothing but placeholders (librdkafka's ``"%s [%s] %s"``) says nothing,
     so such records are told apart by their text instead, with runs of digits counting as equal (ports,
-    ids and milliseconds change from line to line). The first record of a kind passes; the others are dropped until ``interval``
-    seconds passed since the last one that passed; that next one passes with ``(N similar lines held back
-    over S s)`` appended. ``interval = 0`` lets everything through.
+    ids and milliseconds change from line to line). The first record of a kind passes; the others are
+    dropped until ``interval`` seconds passed since the last one that passed; that next one passes with
+    ``(N similar lines held back over S s)`` appended (held-back lines are counted on the next line of their
+    kind: a filter has no clock of its own). ``interval = 0`` lets everything through.
     """
 
     def __init__(self, interval: float) -> None:
