@@ -107,6 +107,16 @@ async def test_the_first_commit_waits_for_the_acknowledgement_then_comes_at_once
     assert await task == 0
 
 
+async def test_a_first_commit_that_fails_leaves_the_next_ones_to_the_interval() -> None:
+    app = make_app()
+    batches = [("a", [1]), ("a", [2]), ("a", [3])]
+    p = pipeline(app, lambda p: Partitions(app, p, batches=batches, commit_errors=[ValueError("not authorised")],
+                                           config={"commit_interval": "1h"}),
+                 lambda p: bspump.MemorySink(app, p))
+    assert await run_app(app) == 0
+    assert p.sources[0].committed == [{"a": 3}]  # one attempt at the first batch, then only at drain
+
+
 async def test_a_partition_assigned_again_commits_its_first_batch_at_once() -> None:
     app = make_app()
     p = pipeline(app, lambda p: Partitions(app, p, config={"commit_interval": "1h"}, linger=True),

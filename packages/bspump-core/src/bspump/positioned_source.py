@@ -60,7 +60,8 @@ class PositionedSource(Source, Generic[P]):
         self._uncommitted: dict[P, Any] = {}
         self._stored: dict[P, Any] = {}  # what the checkpoint store holds for this source
         self._next_commit: float | None = None
-        # Partitions committed since they were assigned (or since the start): the others commit at once.
+        # Partitions whose commit was attempted since they were assigned (or since the start): the others
+        # commit at once. Attempted, not succeeded: a commit that keeps failing waits for the interval.
         self._committed_partitions: set[P] = set()
         #: Successful commits so far.
         self.commits = 0
@@ -123,6 +124,7 @@ class PositionedSource(Source, Generic[P]):
         pending.clear()  # positions of partitions no longer owned belong to their new owner
         if not positions:
             return
+        self._committed_partitions.update(positions)
         try:
             await self.commit_positions(positions)
         except asyncio.CancelledError:
@@ -143,7 +145,6 @@ class PositionedSource(Source, Generic[P]):
                     connection.report_failure(exc)
             return
         self.commits += 1
-        self._committed_partitions.update(positions)
         log.debug("%s: committed %s", self.qualified_id, positions)
 
     def _keep_newest(self, positions: Mapping[P, Any]) -> None:
