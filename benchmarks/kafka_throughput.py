@@ -23,7 +23,7 @@ from round to round while the baselines' did not), with the same GC thresholds (
 CPython's, which slows every side by 10-25 %). Times and CPU are measured inside the run, after the imports.
 
     python benchmarks/kafka_throughput.py [--messages 500000] [--confluent-messages 500000] [--rounds 5]
-    # about three minutes in all
+    # one to two minutes in all on the project's 2-core machine (60 s for the run of issue 15)
 
 The broker is found through BSPUMP_TEST_KAFKA (default 127.0.0.1:9092). The last line printed is JSON:
 ``{"bspump_eps", "baseline_eps", "ratio", "confluent_eps", "confluent_baseline_eps", "confluent_ratio",

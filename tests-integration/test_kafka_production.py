@@ -130,48 +130,6 @@ async def test_a_broker_restart_is_quiet_and_cheap(
     assert sink.sent == numbers.emitted
 
 
-# -- 5. the first commit comes with the first acknowledged batch --------------------------------------------
-
-
-@pytest.mark.timeout(90)
-async def test_the_first_acknowledged_batch_is_committed_at_once(
-    kafka_bootstrap: str, kafka_topic_factory: TopicFactory, client: str
-) -> None:
-    """With a commit interval far longer than the test, offsets reach the broker as soon as the first batch
-    of each partition was written; later batches wait for the interval (or the stop)."""
-    source_topic = await kafka_topic_factory(partitions=2)
-    target_topic = await kafka_topic_factory(partitions=2)
-    group = f"{source_topic}-g"
-    await produce(kafka_bootstrap, source_topic, json_values(0, 4000))
-    app, svc = kafka_app(kafka_bootstrap, client)
-    pipeline = bspump.Pipeline(app, "FirstCommit")
-    source = bspump.kafka.KafkaSource(app, pipeline, connection="KafkaConnection", config={
-        "topics": source_topic, "group_id": group, "format": "json", "batch_size": 100, "commit_interval": 600})
-    sink = bspump.kafka.KafkaSink(app, pipeline, connection="KafkaConnection", config={"topic": target_topic})
-    pipeline.build(source, Pass(app, pipeline), sink)
-    svc.add_pipeline(pipeline)
-    task = asyncio.create_task(app.run_async())
-    try:
-        await wait_for(lambda: sink.sent >= 100 or task.done(), 30, "the first batch written")
-        started = time.monotonic()
-        offsets: list[int | None] = [None, None]
-        while None in offsets and time.monotonic() - started < 10:
-            offsets = await committed(kafka_bootstrap, group, source_topic, 2)
-        waited = time.monotonic() - started
-        await wait_for(lambda: sink.sent >= 4000 or task.done(), 60, "every event written")
-        commits_before_stop = source.commits
-        assert not task.done()
-    finally:
-        app.stop()
-        await asyncio.wait_for(task, 60)
-    print(f"[{client}] first commit {waited:.2f} s after the first batch was written: {offsets}; "
-          f"{commits_before_stop} commits before the stop")
-    assert None not in offsets, f"nothing committed within 10 s of the first written batch: {offsets}"
-    assert all(o is not None and o > 0 for o in offsets)
-    assert commits_before_stop <= 2, "after the first batch of each partition, commits wait for the interval"
-    assert sum(o or 0 for o in await committed(kafka_bootstrap, group, source_topic, 2)) == 4000  # at the stop
-
-
 # -- 2. static group membership: a restarted member takes its partitions back at once ------------------------
 
 SESSION_TIMEOUT_MS = 6000  # the broker's group.min.session.timeout.ms: the shortest a dynamic member can wait
@@ -242,6 +200,48 @@ async def test_a_restarted_static_member_takes_its_partitions_back_at_once(
         assert delay < SESSION_TIMEOUT_MS / 1000 / 2, f"the static member waited {delay:.2f} s"
     else:  # what static membership saves: the dead member's session timeout
         assert delay >= SESSION_TIMEOUT_MS / 1000 * 0.7, f"the dynamic member waited only {delay:.2f} s"
+
+
+# -- 5. the first commit comes with the first acknowledged batch --------------------------------------------
+
+
+@pytest.mark.timeout(90)
+async def test_the_first_acknowledged_batch_is_committed_at_once(
+    kafka_bootstrap: str, kafka_topic_factory: TopicFactory, client: str
+) -> None:
+    """With a commit interval far longer than the test, offsets reach the broker as soon as the first batch
+    of each partition was written; later batches wait for the interval (or the stop)."""
+    source_topic = await kafka_topic_factory(partitions=2)
+    target_topic = await kafka_topic_factory(partitions=2)
+    group = f"{source_topic}-g"
+    await produce(kafka_bootstrap, source_topic, json_values(0, 4000))
+    app, svc = kafka_app(kafka_bootstrap, client)
+    pipeline = bspump.Pipeline(app, "FirstCommit")
+    source = bspump.kafka.KafkaSource(app, pipeline, connection="KafkaConnection", config={
+        "topics": source_topic, "group_id": group, "format": "json", "batch_size": 100, "commit_interval": 600})
+    sink = bspump.kafka.KafkaSink(app, pipeline, connection="KafkaConnection", config={"topic": target_topic})
+    pipeline.build(source, Pass(app, pipeline), sink)
+    svc.add_pipeline(pipeline)
+    task = asyncio.create_task(app.run_async())
+    try:
+        await wait_for(lambda: sink.sent >= 100 or task.done(), 30, "the first batch written")
+        started = time.monotonic()
+        offsets: list[int | None] = [None, None]
+        while None in offsets and time.monotonic() - started < 10:
+            offsets = await committed(kafka_bootstrap, group, source_topic, 2)
+        waited = time.monotonic() - started
+        await wait_for(lambda: sink.sent >= 4000 or task.done(), 60, "every event written")
+        commits_before_stop = source.commits
+        assert not task.done()
+    finally:
+        app.stop()
+        await asyncio.wait_for(task, 60)
+    print(f"[{client}] first commit {waited:.2f} s after the first batch was written: {offsets}; "
+          f"{commits_before_stop} commits before the stop")
+    assert None not in offsets, f"nothing committed within 10 s of the first written batch: {offsets}"
+    assert all(o is not None and o > 0 for o in offsets)
+    assert commits_before_stop <= 2, "after the first batch of each partition, commits wait for the interval"
+    assert sum(o or 0 for o in await committed(kafka_bootstrap, group, source_topic, 2)) == 4000  # at the stop
 
 
 if __name__ == "__main__":
