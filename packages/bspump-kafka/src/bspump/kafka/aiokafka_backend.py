@@ -67,21 +67,21 @@ def wait_on_link(client: AIOKafkaClient, link: LinkGate) -> None:
     aiokafka refreshes metadata in a background task woken by every request that needs it; when no broker
     answers, the refresh fails at once and the waiting requests (the producer's sender, the fetcher) ask
     again at once: a loop measured at ~9,000 failed connects a second, each logged, using most of a core.
-    The refresh is where every such retry meets, so that is where this waits: after a failed refresh it
-    tells the connection the link is lost and returns only when the connection's probe, paced by its
-    reconnect backoff, reached the cluster again, then refreshes again.
+    The refresh is where every such retry meets, so that is where this waits: a failed refresh tells the
+    connection the link is lost and reports its failure only once the connection's probe reached the
+    cluster again or the connection's growing delay passed (see ``KafkaConnection.wait_for_link``). It then
+    fails as before, so that the sender still expires the batches it cannot deliver.
     """
     # aiokafka has no public hook for this: its one metadata refresh routine is wrapped, per client instance.
     refresh = client._metadata_update  # noqa: SLF001
 
     async def refresh_or_wait(cluster_metadata: Any, topics: Any) -> bool:
-        while True:
-            if await refresh(cluster_metadata, topics):
-                link.link_restored()
-                return True
-            if cluster_metadata is not client.cluster:  # a one-off lookup (fetch_all_metadata): its caller decides
-                return False
+        if await refresh(cluster_metadata, topics):
+            link.link_restored()
+            return True
+        if cluster_metadata is client.cluster:  # not a one-off lookup (fetch_all_metadata): its caller decides
             await link.wait_for_link(kafka_errors.KafkaConnectionError("no broker answered a metadata request"))
+        return False
 
     client._metadata_update = refresh_or_wait  # noqa: SLF001
 

@@ -94,8 +94,8 @@ class KafkaConnection(bspump.Connection):
                 f"client = {self.client} needs a library that is not installed ({exc}); "
                 "install it with: pip install 'bspump-kafka[confluent]'",
             ) from None
-        self._link_backoff = Backoff(initial=max(self.options.retry_backoff_ms / 1000, 0.01),
-                                     maximum=self.Config.getseconds("reconnect_max"))
+        self._link_floor = max(self.options.retry_backoff_ms / 1000, 0.01)
+        self._link_backoff = Backoff(initial=self._link_floor, maximum=self.Config.getseconds("reconnect_max"))
         self.backend.limit_logs(self.Config.getseconds("client_log_interval"))
 
     def _read_options(self) -> ClientOptions:
@@ -148,15 +148,27 @@ class KafkaConnection(bspump.Connection):
 
     async def wait_for_link(self, error: BaseException | None = None) -> None:
         """Called by a source's or sink's client (from inside the client library) that found the cluster
-        unreachable: reports the failure, then returns once this connection's probe, retried with its
-        backoff, reached the cluster again. Returns after ``retry_backoff_ms`` at the least, so that a client
-        whose own requests keep failing while the probe succeeds still cannot spin."""
+        unreachable: reports the failure, then returns as soon as this connection's probe, retried with its
+        backoff, reached the cluster again, or after a delay that doubles from ``retry_backoff_ms`` up to
+        ``reconnect_max`` with each call (reset by :meth:`link_restored`), whichever comes first.
+
+        Bounded, so that a client still gets to run its own housekeeping at that pace (aiokafka expires
+        undeliverable batches only between refreshes) and a closed connection never holds it for ever; and
+        never shorter than ``retry_backoff_ms``, so that a client whose own requests keep failing while the
+        probe succeeds cannot spin either."""
         started = time.monotonic()
+        delay = self._link_backoff.next_delay()
         if self.state is bspump.ConnectionState.READY:
             self.report_failure(error)
         if self.state in (bspump.ConnectionState.RECONNECTING, bspump.ConnectionState.CONNECTING):
-            await self.wait_ready()
-        rest = self._link_backoff.next_delay() - (time.monotonic() - started)
+            try:
+                await self.wait_ready(timeout=delay)
+            except TimeoutError:
+                return
+        else:  # closing or closed: nothing to wait for but the pace
+            await asyncio.sleep(delay)
+            return
+        rest = self._link_floor - (time.monotonic() - started)
         if rest > 0:
             await asyncio.sleep(rest)
 
