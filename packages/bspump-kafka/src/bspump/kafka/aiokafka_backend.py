@@ -22,6 +22,7 @@ from aiokafka import (
     ConsumerRebalanceListener,
     TopicPartition,
 )
+from aiokafka import __version__ as aiokafka_version
 from aiokafka import errors as kafka_errors
 from aiokafka.client import AIOKafkaClient
 from aiokafka.partitioner import murmur2
@@ -73,7 +74,10 @@ def wait_on_link(client: AIOKafkaClient, link: LinkGate) -> None:
     fails as before, so that the sender still expires the batches it cannot deliver.
     """
     # aiokafka has no public hook for this: its one metadata refresh routine is wrapped, per client instance.
-    refresh = client._metadata_update  # noqa: SLF001
+    refresh = getattr(client, "_metadata_update", None)
+    if refresh is None:  # another aiokafka release: its own retries, as before (log lines still rate-limited)
+        log.debug("aiokafka %s has no _metadata_update: its clients retry at their own pace", aiokafka_version)
+        return
 
     async def refresh_or_wait(cluster_metadata: Any, topics: Any) -> bool:
         if await refresh(cluster_metadata, topics):
