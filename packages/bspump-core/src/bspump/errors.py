@@ -71,4 +71,9 @@ def describe_error(error: BaseException | None) -> str:
     if error is None:
         return "no details"
     text = " ".join(str(error).split())
-    return f"{type(error).__name__}: {redact_value(text)}" if text else type(error).__name__
+    name = type(error).__name__
+    if not text or text == name:
+        return name
+    if text.startswith(f"{name}:") or text.startswith(f"[{name}]"):
+        return redact_value(text)  # the client already named its error type (aiokafka does): not twice
+    return f"{name}: {redact_value(text)}"
