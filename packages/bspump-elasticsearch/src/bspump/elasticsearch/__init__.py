@@ -1,0 +1,8 @@
+"""Elasticsearch for bspump: a bulk sink that classifies every item of every response and acknowledges only
+what the cluster confirmed, on ``elasticsearch[async]`` (``AsyncElasticsearch``)."""
+
+from .connection import ElasticSearchConnection
+from .errors import BulkItemError
+from .sink import ElasticSearchSink
+
+__all__ = ["BulkItemError", "ElasticSearchConnection", "ElasticSearchSink"]

@@ -1,0 +1,19 @@
+"""Registers the Elasticsearch types as ``elasticsearch.ElasticSearchConnection``, ``...Sink`` and ``...Source``."""
+
+from __future__ import annotations
+
+from bspump import hookimpl
+from bspump.hookspecs import Register
+
+from .connection import ElasticSearchConnection
+from .sink import ElasticSearchSink
+
+
+@hookimpl
+def register_connections(register: Register) -> None:
+    register(ElasticSearchConnection)
+
+
+@hookimpl
+def register_sinks(register: Register) -> None:
+    register(ElasticSearchSink)
