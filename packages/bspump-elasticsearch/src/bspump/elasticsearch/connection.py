@@ -144,7 +144,9 @@ class ElasticSearchConnection(bspump.Connection):
         options: dict[str, Any] = {
             "request_timeout": self.request_timeout,
             "max_retries": self.max_retries,
-            "retry_on_timeout": False,  # a timed-out bulk is the sink's to retry, once, with its backoff
+            "retry_on_timeout": False,  # a timed-out bulk is the sink's to retry, with its backoff
+            # Not 429: a sink answers a busy cluster with smaller requests after a backoff, not at once.
+            "retry_on_status": (502, 503, 504),
             "connections_per_node": self.connections_per_node,
             "http_compress": self.http_compress,
             "sniff_on_start": self.sniff_on_start,

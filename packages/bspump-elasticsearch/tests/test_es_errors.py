@@ -1,0 +1,35 @@
+"""Classification of the client's exceptions and of bulk item errors."""
+
+from __future__ import annotations
+
+import elastic_transport
+import pytest
+from bspump import ErrorKind
+from elasticsearch import ApiError, ConnectionError, ConnectionTimeout
+
+from bspump.elasticsearch import BulkItemError
+from bspump.elasticsearch.errors import classify_es_error
+
+
+def api_error(status: int) -> ApiError:
+    meta = elastic_transport.ApiResponseMeta(status=status, http_version="1.1", headers=elastic_transport.HttpHeaders(),
+                                             duration=0.0, node=elastic_transport.NodeConfig("http", "h", 9200))
+    return ApiError(f"status {status}", meta, {"error": {"type": "x"}})
+
+
+@pytest.mark.parametrize(("status", "kind"), [
+    (429, ErrorKind.TRANSIENT), (500, ErrorKind.TRANSIENT), (503, ErrorKind.TRANSIENT), (408, ErrorKind.TRANSIENT),
+    (400, ErrorKind.PERMANENT), (401, ErrorKind.PERMANENT), (403, ErrorKind.PERMANENT), (404, ErrorKind.PERMANENT),
+    (409, ErrorKind.PERMANENT),
+])
+def test_statuses(status: int, kind: ErrorKind) -> None:
+    assert classify_es_error(BulkItemError(status, "t", "r")) is kind
+    assert classify_es_error(api_error(status)) is kind
+
+
+def test_transport_errors() -> None:
+    assert classify_es_error(ConnectionError("refused")) is ErrorKind.LINK
+    assert classify_es_error(elastic_transport.TlsError("bad certificate")) is ErrorKind.LINK
+    assert classify_es_error(ConnectionTimeout("timed out")) is ErrorKind.TRANSIENT
+    assert classify_es_error(elastic_transport.SerializationError("bad json")) is ErrorKind.PERMANENT
+    assert classify_es_error(ConnectionResetError()) is ErrorKind.LINK  # the core's table for the rest
