@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import elastic_transport
 import pytest
-from bspump import ErrorKind
 from elasticsearch import ApiError, ConnectionError, ConnectionTimeout
 
+from bspump import ErrorKind
 from bspump.elasticsearch import BulkItemError
 from bspump.elasticsearch.errors import classify_es_error
 

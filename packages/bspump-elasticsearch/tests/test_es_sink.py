@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from typing import Any
 
-import bspump
 import pytest
-from bspump import context as keys
-from bspump.testing import make_app, run_app
+from es_fake_cluster import FakeCluster, Request, acknowledge, recorded
 
+import bspump
+from bspump import context as keys
 from bspump.elasticsearch import BulkItemError, ElasticSearchConnection, ElasticSearchSink
 from bspump.elasticsearch.actions import position_id
-
-from es_fake_cluster import FakeCluster, Request, acknowledge, recorded
+from bspump.testing import make_app, run_app
 
 Item = tuple[Any, dict[str, Any]]
 
@@ -39,12 +37,15 @@ def kafka_items(events: Sequence[Any], start: int = 0) -> list[Item]:
             for i, event in enumerate(events)]
 
 
+Run = tuple[bspump.BSPumpApplication, ElasticSearchSink, bspump.MemorySink, ItemSource]
+
+
 async def run_sink(cluster: FakeCluster, batches: Sequence[Sequence[Item]], policy: str = "dead-letter",
-                   connection: dict[str, Any] | None = None, **sink_config: Any) -> tuple[bspump.BSPumpApplication, ElasticSearchSink, bspump.MemorySink,
-                                                ItemSource]:
+                   connection: dict[str, Any] | None = None, **sink_config: Any) -> Run:
     app = make_app()
-    app.get_service("bspump.PumpService").add_connection(ElasticSearchConnection(
-        app, "ESConnection", config={"url": cluster.url, "reconnect_initial": 0.01, "reconnect_jitter": 0, **(connection or {})}))
+    settings = {"url": cluster.url, "reconnect_initial": 0.01, "reconnect_jitter": 0, **(connection or {})}
+    app.get_service("bspump.PumpService").add_connection(ElasticSearchConnection(app, "ESConnection",
+                                                                                 config=settings))
     pipeline = bspump.Pipeline(app, "P", config={"error_policy": policy, "retry_backoff": "5ms"})
     source = ItemSource(app, pipeline, batches=batches)
     sink = ElasticSearchSink(app, pipeline, connection="ESConnection", config={"index": "events", **sink_config})
@@ -96,7 +97,7 @@ async def test_transient_items_past_retry_timeout_meet_the_policy() -> None:
     busy = {"errors": True, "items": [{"index": {"_index": "events", "status": 429, "error": {
         "type": "es_rejected_execution_exception", "reason": "rejected"}}}]}
     async with FakeCluster(answer=lambda r: (200, busy) if r.path.endswith("_bulk") else (200, {})) as cluster:
-        _, sink, letters, source = await run_sink(cluster, [kafka_items([{"n": 1}])], retry_timeout="100ms")
+        _, _, letters, source = await run_sink(cluster, [kafka_items([{"n": 1}])], retry_timeout="100ms")
     assert letters.events == [{"n": 1}] and "429 es_rejected_execution_exception" in letters.contexts[0][keys.ERROR]
     assert len(cluster.bulks()) >= 2 and source.completed == [0]
 
@@ -234,7 +235,8 @@ def test_configuration_errors_name_the_key() -> None:
     with pytest.raises(bspump.ConfigError, match="unbalanced braces"):
         ElasticSearchSink(app, pipeline, connection="ESConnection", config={"index": "logs-{%Y"})
     with pytest.raises(bspump.ConfigError, match="data stream only takes op_type = create"):
-        ElasticSearchSink(app, pipeline, connection="ESConnection", config={"index": "logs", "data_stream": True, "op_type": "index"})
+        ElasticSearchSink(app, pipeline, connection="ESConnection",
+                          config={"index": "logs", "data_stream": True, "op_type": "index"})
 
 
 def test_item_error_message() -> None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import orjson
+
 from bspump import context as keys
 
 OP_TYPES: Final = ("index", "create", "update", "upsert", "delete")

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 import elastic_transport
+
 from bspump.failures import ErrorKind, classify_error
 from elasticsearch import ApiError
 
