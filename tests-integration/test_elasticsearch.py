@@ -1,0 +1,224 @@
+"""ElasticSearchSink against the real Elasticsearch: mapping errors, per-item 429s, a server restart mid-stream.
+
+Per-item 429s are injected by :class:`RejectingProxy`, a transparent HTTP proxy in front of the real server:
+for each bulk request it takes some actions out of the body before forwarding it (so the server never sees
+them, exactly as when a write thread pool rejects them) and puts a 429 ``es_rejected_execution_exception``
+item in their place in the server's real response. Every other byte comes from the server.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import random
+import urllib.parse
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+import pytest_asyncio
+from elasticsearch import AsyncElasticsearch
+
+import bspump
+import bspump.elasticsearch
+from bspump import context as keys
+from bspump.testing import make_app, run_app
+
+pytestmark = [pytest.mark.elasticsearch]
+
+MAPPINGS = {"properties": {"n": {"type": "integer"}, "text": {"type": "keyword"}}}
+
+
+class CountingSource(bspump.Source):
+    """Emits ``{"n": i}`` for i in range(count), in batches, each event with a Kafka-like position."""
+
+    def __init__(self, *args: Any, count: int, batch: int = 100, pause: float = 0.0, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.count, self.batch, self.pause = count, batch, pause
+
+    async def main(self) -> None:
+        for start in range(0, self.count, self.batch):
+            numbers = range(start, min(start + self.batch, self.count))
+            await self.emit([{"n": n, "text": f"event {n}"} for n in numbers],
+                            contexts=[{keys.SOURCE: "counting", keys.TOPIC: "t", keys.PARTITION: 0, keys.OFFSET: n}
+                                      for n in numbers])
+            await asyncio.sleep(self.pause)
+
+
+@pytest_asyncio.fixture
+async def index(elasticsearch_url: str, es_index: str) -> AsyncIterator[str]:
+    async with AsyncElasticsearch(elasticsearch_url) as es:
+        await es.indices.create(index=es_index, mappings=MAPPINGS)
+    yield es_index
+
+
+async def stored(url: str, index: str) -> list[int]:
+    """The ``n`` of every document of ``index`` (duplicates included)."""
+    async with AsyncElasticsearch(url, request_timeout=60) as es:
+        await es.indices.refresh(index=index)
+        found = await es.search(index=index, size=10000, query={"match_all": {}}, source=["n"])
+        return [hit["_source"]["n"] for hit in found["hits"]["hits"]]
+
+
+def build(url: str, index: str, count: int, policy: str = "dead-letter", pause: float = 0.0,
+          batch: int = 100, **sink: Any) -> tuple[bspump.BSPumpApplication, bspump.Pipeline]:
+    app = make_app()
+    app.get_service("bspump.PumpService").add_connection(bspump.elasticsearch.ElasticSearchConnection(
+        app, "ESConnection", config={"url": url, "reconnect_initial": 0.1, "reconnect_max": 1.0}))
+    pipeline = bspump.Pipeline(app, "P", config={"error_policy": policy, "retry_backoff": "20ms",
+                                                 "retry_backoff_max": "500ms", "max_in_flight": 2000})
+    pipeline.build(CountingSource(app, pipeline, count=count, pause=pause, batch=batch),
+                   bspump.elasticsearch.ElasticSearchSink(app, pipeline, connection="ESConnection",
+                                                          config={"index": index, **sink}),
+                   dead_letter=bspump.MemorySink(app, pipeline, id="DeadLetters") if policy == "dead-letter" else None)
+    app.pump_service.add_pipeline(pipeline)
+    return app, pipeline
+
+
+async def test_mapping_errors_dead_letter_the_bad_items_and_write_the_rest(elasticsearch_url: str, index: str) -> None:
+    app = make_app()
+    app.get_service("bspump.PumpService").add_connection(
+        bspump.elasticsearch.ElasticSearchConnection(app, "ESConnection", config={"url": elasticsearch_url}))
+    pipeline = bspump.Pipeline(app, "P", config={"error_policy": "dead-letter"})
+    events = [{"n": i} if i % 4 else {"n": f"bad {i}"} for i in range(40)]
+    letters = bspump.MemorySink(app, pipeline, id="DeadLetters")
+    pipeline.build(bspump.MemorySource(app, pipeline, events=events, config={"batch_size": 40}),
+                   bspump.elasticsearch.ElasticSearchSink(app, pipeline, connection="ESConnection",
+                                                          config={"index": index}), dead_letter=letters)
+    app.pump_service.add_pipeline(pipeline)
+    assert await run_app(app, timeout=60) == 0
+    assert sorted(await stored(elasticsearch_url, index)) == [i for i in range(40) if i % 4]
+    assert letters.events == [{"n": f"bad {i}"} for i in range(0, 40, 4)]
+    error = letters.contexts[0][keys.ERROR]
+    assert error.startswith("BulkItemError: 400 document_parsing_exception: ") and "failed to parse field [n]" in error
+    assert pipeline.metrics()["out"] == 30
+
+
+class RejectingProxy:
+    """HTTP proxy to the real server that rejects a share of each bulk request's actions with 429 (see the
+    module documentation); ``rejected`` counts them."""
+
+    def __init__(self, upstream: str, share: float, seed: int = 7) -> None:
+        self.upstream = upstream
+        self.share = share
+        self.random = random.Random(seed)
+        self.rejected = 0
+        self.bulks = 0
+        self.server: asyncio.Server | None = None
+        self.session: aiohttp.ClientSession | None = None
+
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        return "http://127.0.0.1:%d" % self.server.sockets[0].getsockname()[1]
+
+    async def __aenter__(self) -> RejectingProxy:
+        self.session = aiohttp.ClientSession()
+        self.server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self.server is not None and self.session is not None
+        self.server.close()
+        await self.server.wait_closed()
+        await self.session.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while True:
+                head = (await reader.readuntil(b"\r\n\r\n")).decode("latin-1").split("\r\n")
+                method, target, _ = head[0].split(" ", 2)
+                headers = {k.strip(): v.strip() for k, _, v in (h.partition(":") for h in head[1:] if h)}
+                body = await reader.readexactly(int({k.lower(): v for k, v in headers.items()}
+                                                    .get("content-length", "0")))
+                status, content_type, payload = await self._forward(method, target, headers, body)
+                writer.write(f"HTTP/1.1 {status} X\r\ncontent-type: {content_type}\r\n"
+                             f"x-elastic-product: Elasticsearch\r\ncontent-length: {len(payload)}\r\n\r\n"
+                             .encode() + payload)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def _forward(self, method: str, target: str, headers: dict[str, str], body: bytes) -> tuple[int, str, bytes]:
+        path = urllib.parse.urlsplit(target).path
+        rejected: list[tuple[int, str]] = []
+        if path.endswith("/_bulk"):
+            self.bulks += 1
+            body, rejected = self._take_out(body)
+        keep = {k: v for k, v in headers.items() if k.lower() in ("content-type", "accept")}
+        assert self.session is not None
+        if rejected and not body:  # everything rejected: answer without the server
+            status, content_type, payload = 200, "application/json", b'{"errors":false,"items":[]}'
+        else:
+            async with self.session.request(method, self.upstream + target, data=body, headers=keep) as response:
+                status, content_type = response.status, response.headers.get("content-type", "application/json")
+                payload = await response.read()
+        if rejected and status == 200:
+            answer = json.loads(payload)
+            items = answer.get("items", [])
+            for position, op in rejected:
+                items.insert(position, {op: {"status": 429, "error": {
+                    "type": "es_rejected_execution_exception",
+                    "reason": "rejected execution of TransportShardBulkAction (injected by the test proxy)"}}})
+            answer["items"], answer["errors"] = items, True
+            payload = json.dumps(answer).encode()
+        return status, content_type, payload
+
+    def _take_out(self, body: bytes) -> tuple[bytes, list[tuple[int, str]]]:
+        lines = body.splitlines(keepends=True)
+        kept: list[bytes] = []
+        rejected: list[tuple[int, str]] = []
+        position = i = 0
+        while i < len(lines):
+            action = json.loads(lines[i])
+            (op,) = action
+            size = 1 if op == "delete" else 2
+            if self.random.random() < self.share:
+                rejected.append((position, op))
+                self.rejected += 1
+            else:
+                kept.extend(lines[i:i + size])
+            position += 1
+            i += size
+        return b"".join(kept), rejected
+
+
+async def test_injected_item_429s_end_with_every_document_exactly_once(elasticsearch_url: str, index: str) -> None:
+    async with RejectingProxy(elasticsearch_url, share=0.3) as proxy:
+        app, pipeline = build(proxy.url, index, 3000, bulk_max_actions=250, concurrency=4)
+        assert await run_app(app, timeout=90) == 0
+    numbers = await stored(elasticsearch_url, index)
+    assert len(numbers) == 3000 and sorted(numbers) == list(range(3000))
+    assert proxy.rejected > 500  # each retry round rejects 30% again: many rounds for some items
+    letters = pipeline.dead_letter_sink
+    assert isinstance(letters, bspump.MemorySink) and not letters.events
+    assert pipeline.metrics()["out"] == 3000
+
+
+@pytest.mark.server_control
+async def test_server_restart_mid_stream_loses_nothing_and_duplicates_nothing(
+        elasticsearch_url: str, index: str, server_control: Any) -> None:
+    """Elasticsearch is stopped (gracefully) while events flow, then started again: every event ends up in
+    the index exactly once (ids from positions), nothing was dead-lettered."""
+    count = 8000
+    app, pipeline = build(elasticsearch_url, index, count, pause=0.005, bulk_max_actions=200)
+    sink = pipeline.sink
+    assert isinstance(sink, bspump.AsyncSink)
+    task = asyncio.create_task(run_app(app, timeout=120))
+    while pipeline.metrics()["out"] < 1500:
+        assert not task.done(), task.result()
+        await asyncio.sleep(0.01)
+    await asyncio.to_thread(server_control.stop, "elasticsearch")
+    out_when_stopped = pipeline.metrics()["out"]
+    await asyncio.to_thread(server_control.start, "elasticsearch")
+    assert await task == 0
+    assert out_when_stopped < count  # the restart happened mid-stream
+    numbers = await stored(elasticsearch_url, index)
+    assert sorted(numbers) == list(range(count)), f"{len(numbers)} documents for {count} events"
+    letters = pipeline.dead_letter_sink
+    assert isinstance(letters, bspump.MemorySink) and not letters.events
+    assert sink.write_errors > 0  # writes really failed while the server was down
+
