@@ -36,6 +36,7 @@ class CountingSource(bspump.Source):
     def __init__(self, *args: Any, count: int, batch: int = 100, pause: float = 0.0, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.count, self.batch, self.pause = count, batch, pause
+        self.emitted = 0
 
     async def main(self) -> None:
         for start in range(0, self.count, self.batch):
@@ -43,6 +44,7 @@ class CountingSource(bspump.Source):
             await self.emit([{"n": n, "text": f"event {n}"} for n in numbers],
                             contexts=[{keys.SOURCE: "counting", keys.TOPIC: "t", keys.PARTITION: 0, keys.OFFSET: n}
                                       for n in numbers])
+            self.emitted = numbers.stop
             await asyncio.sleep(self.pause)
 
 
@@ -201,24 +203,31 @@ async def test_injected_item_429s_end_with_every_document_exactly_once(elasticse
 @pytest.mark.server_control
 async def test_server_restart_mid_stream_loses_nothing_and_duplicates_nothing(
         elasticsearch_url: str, index: str, server_control: Any) -> None:
-    """Elasticsearch is stopped (gracefully) while events flow, then started again: every event ends up in
-    the index exactly once (ids from positions), nothing was dead-lettered."""
-    count = 8000
-    app, pipeline = build(elasticsearch_url, index, count, pause=0.005, bulk_max_actions=200)
-    sink = pipeline.sink
-    assert isinstance(sink, bspump.AsyncSink)
+    """Elasticsearch is stopped while events flow, then started again; the stream goes on, then the pipeline
+    stops gracefully: every event the source emitted is in the index exactly once (ids from positions),
+    nothing was dead-lettered."""
+    app, pipeline = build(elasticsearch_url, index, 10**9, pause=0.01, bulk_max_actions=200)
+    source, sink = pipeline.sources[0], pipeline.sink
+    assert isinstance(source, CountingSource)
     task = asyncio.create_task(run_app(app, timeout=120))
-    while pipeline.metrics()["out"] < 1500:
-        assert not task.done(), task.result()
-        await asyncio.sleep(0.01)
-    await asyncio.to_thread(server_control.stop, "elasticsearch")
-    out_when_stopped = pipeline.metrics()["out"]
-    await asyncio.to_thread(server_control.start, "elasticsearch")
-    assert await task == 0
-    assert out_when_stopped < count  # the restart happened mid-stream
-    numbers = await stored(elasticsearch_url, index)
-    assert sorted(numbers) == list(range(count)), f"{len(numbers)} documents for {count} events"
-    letters = pipeline.dead_letter_sink
-    assert isinstance(letters, bspump.MemorySink) and not letters.events
-    assert sink.write_errors > 0  # writes really failed while the server was down
 
+    async def written(count: int) -> int:
+        while pipeline.metrics()["out"] < count:
+            assert not task.done(), task.result()
+            await asyncio.sleep(0.01)
+        return int(pipeline.metrics()["out"])
+
+    await written(1500)
+    await asyncio.to_thread(server_control.stop, "elasticsearch")
+    before = pipeline.metrics()["out"]
+    await asyncio.to_thread(server_control.start, "elasticsearch")
+    await written(before + 1500)
+    app.stop()
+    assert await task == 0
+    numbers = await stored(elasticsearch_url, index)
+    letters = pipeline.dead_letter_sink
+    assert isinstance(letters, bspump.MemorySink)
+    assert not letters.events, f"{len(letters.events)} dead letters, the first: {letters.contexts[0]}"
+    assert sorted(numbers) == list(range(source.emitted)), f"{len(numbers)} documents for {source.emitted} events"
+    assert isinstance(sink, bspump.elasticsearch.ElasticSearchSink)
+    assert sink.request_errors > 0  # writes really failed while the server was down

@@ -33,3 +33,9 @@ def test_transport_errors() -> None:
     assert classify_es_error(ConnectionTimeout("timed out")) is ErrorKind.TRANSIENT
     assert classify_es_error(elastic_transport.SerializationError("bad json")) is ErrorKind.PERMANENT
     assert classify_es_error(ConnectionResetError()) is ErrorKind.LINK  # the core's table for the rest
+
+
+def test_item_errors_of_a_closing_shard_are_transient_whatever_their_status() -> None:
+    assert classify_es_error(BulkItemError(400, "index_shard_closed_exception", "closed")) is ErrorKind.TRANSIENT
+    assert classify_es_error(BulkItemError(404, "shard_not_found_exception", "gone")) is ErrorKind.TRANSIENT
+    assert classify_es_error(BulkItemError(400, "mapper_parsing_exception", "bad")) is ErrorKind.PERMANENT

@@ -14,6 +14,18 @@ from elasticsearch import ApiError
 _TRANSIENT_STATUSES = frozenset({408, 429})
 
 
+#: Item errors of a cluster in motion (a node shutting down or starting, a shard moving or recovering), which
+#: some releases report with a 4xx status: a later attempt finds the shard again.
+TRANSIENT_ERROR_TYPES = frozenset({
+    "node_closed_exception", "index_shard_closed_exception", "illegal_index_shard_state_exception",
+    "shard_not_found_exception", "no_shard_available_action_exception", "unavailable_shards_exception",
+    "primary_missing_action_exception", "retry_on_primary_exception", "already_closed_exception",
+    "node_not_connected_exception", "node_disconnected_exception", "connect_transport_exception",
+    "send_request_transport_exception", "receive_timeout_transport_exception", "es_rejected_execution_exception",
+    "circuit_breaking_exception", "process_cluster_event_timeout_exception", "cluster_block_exception",
+})
+
+
 def is_transient_status(status: int) -> bool:
     """True for HTTP statuses that a retry may cure: 408, 429 and every 5xx."""
     return status in _TRANSIENT_STATUSES or status >= 500
@@ -60,13 +72,15 @@ class BulkItemError(Exception):
 def classify_es_error(error: BaseException) -> ErrorKind:
     """The kind of an error of the Elasticsearch client or of a bulk item.
 
-    Unreachable nodes (``ConnectionError``, TLS failures) are ``LINK``; timeouts and the statuses a retry may
-    cure (408, 429, 5xx) are ``TRANSIENT``; other refusals (400 mapping and parse errors, 401/403, 404 of a
+    Unreachable nodes (``ConnectionError``, TLS failures) are ``LINK``; timeouts, the statuses a retry may
+    cure (408, 429, 5xx) and item errors of a node or shard that is closing or recovering
+    (:data:`TRANSIENT_ERROR_TYPES`, whatever their status) are ``TRANSIENT``; other refusals (400 mapping and parse errors, 401/403, 404 of a
     missing index when auto-creation is off, 409 conflicts) are ``PERMANENT``. Anything else: the core's
     default classification.
     """
     if isinstance(error, BulkItemError):
-        return ErrorKind.TRANSIENT if is_transient_status(error.status) else ErrorKind.PERMANENT
+        transient = is_transient_status(error.status) or error.error_type in TRANSIENT_ERROR_TYPES
+        return ErrorKind.TRANSIENT if transient else ErrorKind.PERMANENT
     if isinstance(error, elastic_transport.ConnectionTimeout):
         return ErrorKind.TRANSIENT
     if isinstance(error, elastic_transport.ConnectionError):

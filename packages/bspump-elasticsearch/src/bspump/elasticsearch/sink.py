@@ -141,8 +141,10 @@ class ElasticSearchSink(bspump.AsyncSink):
         #: The limits in force: halved by 413 and whole-request 429 answers, raised again by successes.
         self.limit_actions = self.max_actions
         self.limit_bytes = self.max_bytes
-        #: Bulk requests sent, and those the cluster refused as a whole with 413 or 429.
+        #: Bulk requests sent, those that failed as a whole (no answer, or an error status), and those the
+        #: cluster refused with 413 or 429 (which shrink the limits).
         self.requests = 0
+        self.request_errors = 0
         self.shrinks = 0
 
     # -- framework API ------------------------------------------------------------------------------------
@@ -191,6 +193,7 @@ class ElasticSearchSink(bspump.AsyncSink):
         try:
             response = await self.bulk(body)
         except ApiError as exc:
+            self.request_errors += 1
             status = int(exc.status_code)
             if status not in (413, 429):
                 return [bspump.ItemFailure(i, exc) for i in chunk]
@@ -207,9 +210,15 @@ class ElasticSearchSink(bspump.AsyncSink):
                 failures.extend(await self._send(part, lines))
             return failures
         except Exception as exc:  # not known to be written: the connection classifies (link, transient...)
+            self.request_errors += 1
+            log.debug("%s: bulk request of %d actions failed: %s", self.qualified_id, len(chunk), exc)
             return [bspump.ItemFailure(i, exc) for i in chunk]
         self._grow()
-        return self.item_failures(chunk, response)
+        failures = self.item_failures(chunk, response)
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("%s: bulk request of %d actions: %d not written (%s)", self.qualified_id, len(chunk),
+                      len(failures), ", ".join(sorted({str(f.error)[:80] for f in failures}))[:300])
+        return failures
 
     async def bulk(self, body: bytes) -> Mapping[str, Any]:
         """Send one bulk request (NDJSON ``body``); the parsed response. Raises the client's errors."""
@@ -229,13 +238,15 @@ class ElasticSearchSink(bspump.AsyncSink):
 
     def item_failures(self, chunk: list[int], response: Mapping[str, Any]) -> list[bspump.ItemFailure]:
         """Classify every item of a bulk response; ``chunk[i]`` is the batch index of item ``i``."""
-        if not response.get("errors"):
-            return []
         items = response.get("items") or []
-        if len(items) != len(chunk):  # never seen; without a verdict per event, none is known to be written
+        if len(items) != len(chunk):  # without a verdict per event, none is known to be written
+            log.warning("%s: a bulk response holds %d results for %d actions (%.200r); sending them again",
+                        self.qualified_id, len(items), len(chunk), response)
             error = BulkItemError(500, "unexpected_response",
                                   f"{len(items)} results for {len(chunk)} actions", self.spec.op_type)
             return [bspump.ItemFailure(i, error, ErrorKind.TRANSIENT) for i in chunk]
+        if response.get("errors") is False:
+            return []
         failures: list[bspump.ItemFailure] = []
         for index, item in zip(chunk, items, strict=True):
             ((op_type, result),) = item.items()
