@@ -113,7 +113,7 @@ class RejectingProxy:
     @property
     def url(self) -> str:
         assert self.server is not None
-        return "http://127.0.0.1:%d" % self.server.sockets[0].getsockname()[1]
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
 
     async def __aenter__(self) -> RejectingProxy:
         self.session = aiohttp.ClientSession()

@@ -74,9 +74,9 @@ def classify_es_error(error: BaseException) -> ErrorKind:
 
     Unreachable nodes (``ConnectionError``, TLS failures) are ``LINK``; timeouts, the statuses a retry may
     cure (408, 429, 5xx) and item errors of a node or shard that is closing or recovering
-    (:data:`TRANSIENT_ERROR_TYPES`, whatever their status) are ``TRANSIENT``; other refusals (400 mapping and parse errors, 401/403, 404 of a
-    missing index when auto-creation is off, 409 conflicts) are ``PERMANENT``. Anything else: the core's
-    default classification.
+    (:data:`TRANSIENT_ERROR_TYPES`, whatever their status) are ``TRANSIENT``; other refusals (400 mapping and
+    parse errors, 401/403, 404 of a missing index when auto-creation is off, 409 conflicts) are
+    ``PERMANENT``. Anything else: the core's default classification.
     """
     if isinstance(error, BulkItemError):
         transient = is_transient_status(error.status) or error.error_type in TRANSIENT_ERROR_TYPES
