@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 from elasticsearch import AsyncElasticsearch
+from elasticsearch.helpers import async_bulk
 
 import bspump.elasticsearch
 from bspump.testing import ConnectorConformance
@@ -21,6 +22,7 @@ MAPPINGS = {"properties": {"n": {"type": "integer"}, "text": {"type": "keyword"}
 class TestElasticSearchConformance(ConnectorConformance):
     connection_class = bspump.elasticsearch.ElasticSearchConnection
     sink_class = bspump.elasticsearch.ElasticSearchSink
+    source_class = bspump.elasticsearch.ElasticSearchSource
     url: str
     created: list[str]
 
@@ -54,6 +56,17 @@ class TestElasticSearchConformance(ConnectorConformance):
 
     def bad_event(self) -> Any:
         return {"n": "not a number", "text": "refused by the mapping"}
+
+    async def create_origin(self) -> str:
+        return await self.create_target()
+
+    def source_config(self, origin: str) -> dict[str, Any]:
+        return {"index": origin, "sort_field": "n", "tiebreaker_field": "text", "batch_size": self.batch_size,
+                "commit_interval": "100ms"}
+
+    async def feed_origin(self, origin: str, events: list[Any]) -> None:
+        async with AsyncElasticsearch(self.url) as es:
+            await async_bulk(es, ({"_index": origin, "_source": event} for event in events), refresh="true")
 
     # -- the cluster ----------------------------------------------------------------------------------------------
     async def _delete(self, names: list[str]) -> None:

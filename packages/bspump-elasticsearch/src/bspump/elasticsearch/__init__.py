@@ -4,5 +4,6 @@ what the cluster confirmed, on ``elasticsearch[async]`` (``AsyncElasticsearch``)
 from .connection import ElasticSearchConnection
 from .errors import BulkItemError
 from .sink import ElasticSearchSink
+from .source import ElasticSearchSource
 
-__all__ = ["BulkItemError", "ElasticSearchConnection", "ElasticSearchSink"]
+__all__ = ["BulkItemError", "ElasticSearchConnection", "ElasticSearchSink", "ElasticSearchSource"]

@@ -7,11 +7,17 @@ from bspump.hookspecs import Register
 
 from .connection import ElasticSearchConnection
 from .sink import ElasticSearchSink
+from .source import ElasticSearchSource
 
 
 @hookimpl
 def register_connections(register: Register) -> None:
     register(ElasticSearchConnection)
+
+
+@hookimpl
+def register_sources(register: Register) -> None:
+    register(ElasticSearchSource)
 
 
 @hookimpl
