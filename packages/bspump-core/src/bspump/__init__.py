@@ -11,6 +11,7 @@ from ._missing import connector_attribute, install_missing_connector_hint
 from .application import BSPumpApplication, PreflightError
 from .async_sink import AsyncSink
 from .batch import Batch, Context
+from .cached_lookup import CachedLookup
 from .checkpoint import CheckpointError, CheckpointStore, FileCheckpointStore
 from .component import Component
 from .config import ConfigError
@@ -64,6 +65,7 @@ __all__ = [
     "BSPumpApplication",
     "BSPumpError",
     "Batch",
+    "CachedLookup",
     "CheckpointError",
     "CheckpointStore",
     "Component",

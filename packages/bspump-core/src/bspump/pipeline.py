@@ -15,10 +15,11 @@ from .component import Component, build_config
 from .config import Choice, Int, Seconds
 from .connection import Connection, ConnectionState
 from .delivery import Delivery
-from .errors import PipelineBuildError, PipelineStoppedError
+from .errors import PipelineBuildError, PipelineStoppedError, describe_error
 from .metrics import Counters
 from .policy import POLICY_ALIASES, POLICY_NAMES, ErrorPolicy, PolicyEnforcer, StopRequested
 from .processor import Generator, Processor
+from .ratelimit import RateLimitedLog
 from .sink import Sink
 from .source import Source
 
@@ -40,7 +41,7 @@ class PipelineState(enum.Enum):
 class _Stage:
     """A processor as the hot path sees it: its bound method and its counters."""
 
-    __slots__ = ("component", "counters", "failed", "fn", "generator", "index")
+    __slots__ = ("component", "counters", "failed", "fn", "generator", "index", "prepare")
 
     def __init__(self, component: Processor, index: int) -> None:
         self.component = component
@@ -48,6 +49,8 @@ class _Stage:
         self.failed = 0  # events of the current batch that failed here (not "dropped" by the stage)
         self.generator = isinstance(component, Generator)
         self.fn: Any = component.generate if isinstance(component, Generator) else component.process
+        # Only a processor that overrides prepare() makes the pipeline await anything between stages.
+        self.prepare = component.prepare if type(component).prepare is not Processor.prepare else None
         self.counters = component.counters
 
     def count(self, taken: int, given: int) -> None:
@@ -121,6 +124,8 @@ class Pipeline:
             raise self.Config.error("retry_fallback", "cannot be 'retry'; choose stop, skip or dead-letter")
         self.retry_attempts = self.Config.getint("retry_attempts")
         self._stages: list[_Stage] = []
+        self._prepared = False  # some processor has an async prepare(): the batch runs stage group by group
+        self._prepare_log = RateLimitedLog(log)
         self._throttles: set[str] = {"not started"}
         self._ready = asyncio.Event()
         self._drained = asyncio.Event()
@@ -178,6 +183,7 @@ class Pipeline:
         self.sink = sink
         self.dead_letter_sink = dead_letter
         self._stages = [_Stage(p, i) for i, p in enumerate(flat)]
+        self._prepared = any(stage.prepare is not None for stage in self._stages)
         return self
 
     @property
@@ -257,14 +263,20 @@ class Pipeline:
         try:
             if contexts is None:
                 shared = context if context is not None else {}
-                out = self._run_shared(shared, events, delivery, retries)
+                if self._prepared:
+                    out = await self._run_shared_prepared(shared, events, delivery, retries)
+                else:
+                    out = self._run_shared(shared, events, delivery, retries)
                 if retries:
                     out.extend(event for _, event in await self._retry(retries, delivery))
                 batch = Batch(out, delivery, shared, None, sink.counters)
             else:
                 if len(contexts) != len(events):
                     raise ValueError(f"emit() got {len(events)} events but {len(contexts)} contexts")
-                contexts, out = self._run_columns(contexts, events, delivery, retries)
+                if self._prepared:
+                    contexts, out = await self._run_columns_prepared(contexts, events, delivery, retries, 0)
+                else:
+                    contexts, out = self._run_columns(contexts, events, delivery, retries)
                 if retries:
                     for recovered_context, recovered_event in await self._retry(retries, delivery):
                         contexts.append(recovered_context)
@@ -284,9 +296,10 @@ class Pipeline:
         delivery.seal()
 
     def _run_shared(
-        self, context: Context, events: list[Any], delivery: Delivery, retries: list[_Retry]
+        self, context: Context, events: list[Any], delivery: Delivery, retries: list[_Retry],
+        start: int = 0, stop: int | None = None,
     ) -> list[Any]:
-        for stage in self._stages:
+        for stage in self._stages[start:stop] if start or stop is not None else self._stages:
             fn = stage.fn
             out: list[Any] = []
             it = iter(events)
@@ -327,10 +340,11 @@ class Pipeline:
         delivery: Delivery,
         retries: list[_Retry],
         start: int = 0,
+        stop: int | None = None,
     ) -> tuple[list[Context], list[Any]]:
         """The per-event-context path: contexts and events stay two parallel lists; a stage that drops
         nothing leaves the context list untouched, so no (context, event) tuple is built per event."""
-        for stage in self._stages[start:] if start else self._stages:
+        for stage in self._stages[start:stop] if start or stop is not None else self._stages:
             fn = stage.fn
             it = zip(contexts, events, strict=True)
             context: Context = {}
@@ -375,6 +389,51 @@ class Pipeline:
             contexts, events = out_contexts, out
             if not events:
                 break
+        return contexts, events
+
+    # -- processors that prepare ------------------------------------------------------------------------
+    def _next_group(self, start: int) -> int:
+        """The index of the first stage after ``start`` that prepares (or the end): the stages in between
+        run synchronously as one group."""
+        stages = self._stages
+        for index in range(start + 1, len(stages)):
+            if stages[index].prepare is not None:
+                return index
+        return len(stages)
+
+    async def _prepare(self, stage: _Stage, events: list[Any]) -> None:
+        assert stage.prepare is not None
+        try:
+            await stage.prepare(events)
+        except Exception as exc:
+            self._prepare_log.warning(stage.component.qualified_id,
+                                      "%s: prepare() failed, its events go on without what it fetches: %s",
+                                      stage.component.qualified_id, describe_error(exc))
+
+    async def _run_shared_prepared(
+        self, context: Context, events: list[Any], delivery: Delivery, retries: list[_Retry]
+    ) -> list[Any]:
+        start, end = 0, len(self._stages)
+        while start < end and events:
+            stage = self._stages[start]
+            if stage.prepare is not None:
+                await self._prepare(stage, events)
+            stop = self._next_group(start)
+            events = self._run_shared(context, events, delivery, retries, start, stop)
+            start = stop
+        return events
+
+    async def _run_columns_prepared(
+        self, contexts: list[Context], events: list[Any], delivery: Delivery, retries: list[_Retry], start: int
+    ) -> tuple[list[Context], list[Any]]:
+        end = len(self._stages)
+        while start < end and events:
+            stage = self._stages[start]
+            if stage.prepare is not None:
+                await self._prepare(stage, events)
+            stop = self._next_group(start)
+            contexts, events = self._run_columns(contexts, events, delivery, retries, start, stop)
+            start = stop
         return contexts, events
 
     # -- errors -------------------------------------------------------------------------------------------
@@ -425,7 +484,11 @@ class Pipeline:
                     stage.counters.dropped += 1
                 contexts = [item.context] * len(produced)
                 if produced and stage.index + 1 < len(self._stages):
-                    contexts, produced = self._run_columns(contexts, produced, delivery, again, stage.index + 1)
+                    if self._prepared:
+                        contexts, produced = await self._run_columns_prepared(
+                            contexts, produced, delivery, again, stage.index + 1)
+                    else:
+                        contexts, produced = self._run_columns(contexts, produced, delivery, again, stage.index + 1)
                 recovered.extend(zip(contexts, produced, strict=True))
             pending = again
         return recovered

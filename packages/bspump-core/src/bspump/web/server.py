@@ -17,10 +17,10 @@ from prometheus_client import CollectorRegistry, generate_latest
 
 from ..config import ComponentConfig, ConfigError, Int
 from ..pipeline import PipelineState
+from ..ratelimit import RateLimitedLog
 from .collector import EndpointCollector, EndpointStats, PipelineCollector
 from .connections import ConnectionTable, OpenConnection
 from .http import Request, RequestRejected, format_response, parse_head, read_head
-from .ratelimit import RateLimitedLog
 
 if TYPE_CHECKING:
     from ..application import BSPumpApplication

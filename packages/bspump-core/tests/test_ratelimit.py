@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from bspump.web.ratelimit import RateLimitedLog
+from bspump.ratelimit import RateLimitedLog
 
 
 class Clock:

@@ -1,4 +1,5 @@
-"""Log lines that an attacker cannot multiply: at most one line per kind of event per interval."""
+"""Log lines that cannot flood: at most one line per kind of event per interval (client retry loops,
+failing hooks, abusive web clients)."""
 
 from __future__ import annotations
 
