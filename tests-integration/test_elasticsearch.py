@@ -23,7 +23,7 @@ from elasticsearch import AsyncElasticsearch
 import bspump
 import bspump.elasticsearch
 from bspump import context as keys
-from bspump.testing import make_app, run_app
+from bspump.testing import make_app, run_app, wait_for
 
 pytestmark = [pytest.mark.elasticsearch]
 
@@ -231,3 +231,81 @@ async def test_server_restart_mid_stream_loses_nothing_and_duplicates_nothing(
     assert sorted(numbers) == list(range(source.emitted)), f"{len(numbers)} documents for {source.emitted} events"
     assert isinstance(sink, bspump.elasticsearch.ElasticSearchSink)
     assert sink.request_errors > 0  # writes really failed while the server was down
+
+
+async def feed(url: str, index: str, numbers: range) -> None:
+    async with AsyncElasticsearch(url) as es:
+        body = b"".join(b'{"index":{}}\n' + json.dumps({"n": n, "text": f"event {n:06d}"}).encode() + b"\n"
+                        for n in numbers)
+        await es.bulk(index=index, operations=body, refresh="true")  # type: ignore[arg-type]
+
+
+async def test_source_follows_new_documents_and_resumes_after_them(elasticsearch_url: str, index: str,
+                                                                   tmp_path: Any) -> None:
+    """``follow``: the source reads what is there, then what is added later; a second run started afterwards
+    reads only what was added after the first run's acknowledged position."""
+    await feed(elasticsearch_url, index, range(0, 120))
+
+    def build_reader() -> tuple[bspump.BSPumpApplication, bspump.MemorySink]:
+        app = make_app(environ={"BSPUMP_STATE_DIR": str(tmp_path)})
+        app.get_service("bspump.PumpService").add_connection(bspump.elasticsearch.ElasticSearchConnection(
+            app, "ESConnection", config={"url": elasticsearch_url}))
+        pipeline = bspump.Pipeline(app, "Reader")
+        sink = bspump.MemorySink(app, pipeline, id="Received")
+        pipeline.build(bspump.elasticsearch.ElasticSearchSource(app, pipeline, connection="ESConnection", config={
+            "index": index, "sort_field": "n", "tiebreaker_field": "text", "batch_size": 50, "follow": True,
+            "poll_interval": "50ms", "commit_interval": "50ms"}), sink)
+        app.pump_service.add_pipeline(pipeline)
+        return app, sink
+
+    app, sink = build_reader()
+    task = asyncio.create_task(app.run_async())
+    await wait_for(lambda: len(sink.events) >= 120, 30, what="the first 120 documents")
+    await feed(elasticsearch_url, index, range(120, 200))
+    await wait_for(lambda: len(sink.events) >= 200, 30, what="the documents added later")
+    app.stop()
+    assert await asyncio.wait_for(task, 30) == 0
+    assert [e["n"] for e in sink.events] == list(range(200))
+    context = sink.contexts[0]
+    assert context[keys.TOPIC] == index and context[keys.KEY] and context[keys.OFFSET][:2] == [0, "event 000000"]
+
+    await feed(elasticsearch_url, index, range(200, 230))
+    app, sink = build_reader()
+    task = asyncio.create_task(app.run_async())
+    await wait_for(lambda: len(sink.events) >= 30, 30, what="the documents added after the first run")
+    app.stop()
+    assert await asyncio.wait_for(task, 30) == 0
+    assert [e["n"] for e in sink.events] == list(range(200, 230))
+
+
+async def test_lookup_by_id_by_field_and_whole(elasticsearch_url: str, index: str) -> None:
+    async with AsyncElasticsearch(elasticsearch_url) as es:
+        await es.indices.put_mapping(index=index, properties={"code": {"type": "keyword"}})
+        for n in range(30):
+            await es.index(index=index, id=f"id-{n}", document={"n": n, "code": f"C{n}", "text": "x"})
+        await es.indices.refresh(index=index)
+    app = make_app()
+    connection = bspump.elasticsearch.ElasticSearchConnection(app, "ESConnection", config={"url": elasticsearch_url})
+    app.get_service("bspump.PumpService").add_connection(connection)
+    by_id = bspump.elasticsearch.ElasticSearchLookup(app, "ById", config={"index": index, "mode": "on_demand",
+                                                                            "ttl": "50ms"})
+    by_code = bspump.elasticsearch.ElasticSearchLookup(app, "ByCode", config={
+        "index": index, "mode": "on_demand", "key_field": "code", "source_fields": "n"})
+    whole = bspump.elasticsearch.ElasticSearchLookup(app, "Whole", config={"index": index, "key_field": "code"})
+    await connection.open()
+    try:
+        for lookup in (by_id, by_code, whole):
+            await lookup.start()
+        await by_id.prefetch(["id-1", "id-2", "missing"])
+        assert by_id["id-1"]["n"] == 1 and by_id.get("missing") is None and by_id.queries == 1
+        await by_code.prefetch(["C3", "C4", "nope"])
+        assert by_code["C3"] == {"n": 3, "code": "C3"} and "nope" not in by_code
+        assert len(whole) == 30 and whole["C29"]["n"] == 29
+        async with AsyncElasticsearch(elasticsearch_url) as es:
+            await es.index(index=index, id="id-1", document={"n": 100}, refresh="true")
+        await asyncio.sleep(0.1)  # past the 50 ms ttl
+        assert (await by_id.aget("id-1"))["n"] == 100
+    finally:
+        for lookup in (by_id, by_code, whole):
+            await lookup.stop()
+        await connection.close()

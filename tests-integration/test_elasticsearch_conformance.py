@@ -23,6 +23,7 @@ class TestElasticSearchConformance(ConnectorConformance):
     connection_class = bspump.elasticsearch.ElasticSearchConnection
     sink_class = bspump.elasticsearch.ElasticSearchSink
     source_class = bspump.elasticsearch.ElasticSearchSource
+    lookup_class = bspump.elasticsearch.ElasticSearchLookup
     url: str
     created: list[str]
 

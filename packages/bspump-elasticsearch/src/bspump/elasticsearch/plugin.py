@@ -1,4 +1,5 @@
-"""Registers the Elasticsearch types as ``elasticsearch.ElasticSearchConnection``, ``...Sink`` and ``...Source``."""
+"""Registers the Elasticsearch types: ``elasticsearch.ElasticSearchConnection``, ``...Sink``, ``...Source``,
+``...Lookup``."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from bspump import hookimpl
 from bspump.hookspecs import Register
 
 from .connection import ElasticSearchConnection
+from .lookup import ElasticSearchLookup
 from .sink import ElasticSearchSink
 from .source import ElasticSearchSource
 
@@ -23,3 +25,8 @@ def register_sources(register: Register) -> None:
 @hookimpl
 def register_sinks(register: Register) -> None:
     register(ElasticSearchSink)
+
+
+@hookimpl
+def register_lookups(register: Register) -> None:
+    register(ElasticSearchLookup)
