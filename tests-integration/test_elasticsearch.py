@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import random
 import urllib.parse
 from collections.abc import AsyncIterator
@@ -18,7 +19,7 @@ from typing import Any
 import aiohttp
 import pytest
 import pytest_asyncio
-from elasticsearch import AsyncElasticsearch
+from elasticsearch import ApiError, AsyncElasticsearch
 
 import bspump
 import bspump.elasticsearch
@@ -33,15 +34,17 @@ MAPPINGS = {"properties": {"n": {"type": "integer"}, "text": {"type": "keyword"}
 class CountingSource(bspump.Source):
     """Emits ``{"n": i}`` for i in range(count), in batches, each event with a Kafka-like position."""
 
-    def __init__(self, *args: Any, count: int, batch: int = 100, pause: float = 0.0, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, count: int, batch: int = 100, pause: float = 0.0, stamped: bool = False,
+                 **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
-        self.count, self.batch, self.pause = count, batch, pause
+        self.count, self.batch, self.pause, self.stamped = count, batch, pause, stamped
         self.emitted = 0
 
     async def main(self) -> None:
         for start in range(0, self.count, self.batch):
             numbers = range(start, min(start + self.batch, self.count))
-            await self.emit([{"n": n, "text": f"event {n}"} for n in numbers],
+            stamp = {"@timestamp": 1_780_000_000_000} if self.stamped else {}
+            await self.emit([{"n": n, "text": f"event {n}", **stamp} for n in numbers],
                             contexts=[{keys.SOURCE: "counting", keys.TOPIC: "t", keys.PARTITION: 0, keys.OFFSET: n}
                                       for n in numbers])
             self.emitted = numbers.stop
@@ -64,13 +67,13 @@ async def stored(url: str, index: str) -> list[int]:
 
 
 def build(url: str, index: str, count: int, policy: str = "dead-letter", pause: float = 0.0,
-          batch: int = 100, **sink: Any) -> tuple[bspump.BSPumpApplication, bspump.Pipeline]:
+          batch: int = 100, stamped: bool = False, **sink: Any) -> tuple[bspump.BSPumpApplication, bspump.Pipeline]:
     app = make_app()
     app.get_service("bspump.PumpService").add_connection(bspump.elasticsearch.ElasticSearchConnection(
         app, "ESConnection", config={"url": url, "reconnect_initial": 0.1, "reconnect_max": 1.0}))
     pipeline = bspump.Pipeline(app, "P", config={"error_policy": policy, "retry_backoff": "20ms",
                                                  "retry_backoff_max": "500ms", "max_in_flight": 2000})
-    pipeline.build(CountingSource(app, pipeline, count=count, pause=pause, batch=batch),
+    pipeline.build(CountingSource(app, pipeline, count=count, pause=pause, batch=batch, stamped=stamped),
                    bspump.elasticsearch.ElasticSearchSink(app, pipeline, connection="ESConnection",
                                                           config={"index": index, **sink}),
                    dead_letter=bspump.MemorySink(app, pipeline, id="DeadLetters") if policy == "dead-letter" else None)
@@ -309,3 +312,71 @@ async def test_lookup_by_id_by_field_and_whole(elasticsearch_url: str, index: st
         for lookup in (by_id, by_code, whole):
             await lookup.stop()
         await connection.close()
+
+
+# Features of modules the harness's integration-test distribution lacks (data streams, ingest-common). They run
+# against the official images in .github/workflows/elasticsearch.yml, which sets BSPUMP_TEST_ELASTICSEARCH_FULL=1
+# so that a missing module fails there instead of skipping.
+FULL = os.environ.get("BSPUMP_TEST_ELASTICSEARCH_FULL") == "1"
+
+
+def lacks(feature: str, exc: Exception) -> None:
+    if FULL:
+        raise AssertionError(f"the server lacks {feature}: {exc}") from exc
+    pytest.skip(f"this Elasticsearch lacks {feature} (the harness's integration-test distribution has no such "
+                f"module; the GitHub workflow runs this test): {exc}")
+
+
+async def test_data_stream_create_and_replay_without_duplicates(elasticsearch_url: str, es_index: str) -> None:
+    """Events into a data stream (op_type create); the same events again (a replay): the 409s count as written,
+    the stream holds each event once."""
+    async with AsyncElasticsearch(elasticsearch_url) as es:
+        try:
+            await es.indices.put_index_template(name=es_index, index_patterns=[f"{es_index}*"], data_stream={},
+                                                template={"mappings": {"properties": {"@timestamp": {"type": "date"},
+                                                                                      "n": {"type": "integer"}}}})
+        except ApiError as exc:
+            lacks("data streams", exc)
+    try:
+        stream = f"{es_index}-ds"
+        for _ in range(2):
+            app, pipeline = build(elasticsearch_url, stream, 300, stamped=True, data_stream=True)
+            assert await run_app(app, timeout=60) == 0
+            letters = pipeline.dead_letter_sink
+            assert isinstance(letters, bspump.MemorySink) and not letters.events
+            assert pipeline.metrics()["out"] == 300
+        assert sorted(await stored(elasticsearch_url, stream)) == list(range(300))
+    finally:
+        async with AsyncElasticsearch(elasticsearch_url) as es:
+            try:
+                await es.indices.delete_data_stream(name=f"{es_index}*", expand_wildcards="all")
+            except ApiError:  # the integration-test distribution writes data streams but has no API to delete them
+                pass
+            else:
+                await es.indices.delete_index_template(name=es_index)
+
+
+async def test_ingest_pipeline_runs_and_its_failures_are_dead_lettered(elasticsearch_url: str, index: str) -> None:
+    name = f"{index}-pipeline"
+    async with AsyncElasticsearch(elasticsearch_url) as es:
+        try:
+            await es.ingest.put_pipeline(id=name, processors=[
+                {"set": {"field": "enriched", "value": True}},
+                {"fail": {"if": "ctx.n == 13", "message": "thirteen is refused"}},
+            ])
+        except ApiError as exc:
+            lacks("ingest-common (and painless, for the condition)", exc)
+    try:
+        app, pipeline = build(elasticsearch_url, index, 20, pipeline=name)
+        assert await run_app(app, timeout=60) == 0
+        letters = pipeline.dead_letter_sink
+        assert isinstance(letters, bspump.MemorySink)
+        assert [e["n"] for e in letters.events] == [13]
+        assert "thirteen is refused" in letters.contexts[0][keys.ERROR]
+        async with AsyncElasticsearch(elasticsearch_url) as es:
+            await es.indices.refresh(index=index)
+            found = await es.search(index=index, size=100, query={"term": {"enriched": True}})
+        assert sorted(h["_source"]["n"] for h in found["hits"]["hits"]) == [n for n in range(20) if n != 13]
+    finally:
+        async with AsyncElasticsearch(elasticsearch_url) as es:
+            await es.ingest.delete_pipeline(id=name)
