@@ -5,13 +5,13 @@ from __future__ import annotations
 import json
 from typing import Any
 
-import bspump
 import pytest
-from bspump import context as keys
-from bspump.testing import make_app, run_app
 from es_fake_cluster import FakeCluster, Request
 
+import bspump
+from bspump import context as keys
 from bspump.elasticsearch import ElasticSearchConnection, ElasticSearchSource
+from bspump.testing import make_app, run_app
 
 DOCS = [{"n": n // 2, "id": f"d{n:03d}"} for n in range(25)]  # pairs of equal n: the tiebreaker decides
 
