@@ -75,6 +75,9 @@ class FakeCluster:
     requests: list[Request] = field(default_factory=list)
     answer: Callable[[Request], tuple[int, Any]] | None = None
     server: asyncio.Server | None = None
+    #: While set and not yet open, bulk requests wait for it before they are answered (``held`` counts them).
+    gate: asyncio.Event | None = None
+    held: int = 0
 
     @property
     def url(self) -> str:
@@ -116,6 +119,9 @@ class FakeCluster:
                 split = urllib.parse.urlsplit(target)
                 request = Request(method, split.path, dict(urllib.parse.parse_qsl(split.query)), body)
                 self.requests.append(request)
+                if self.gate is not None and request.path.endswith("/_bulk") and not self.gate.is_set():
+                    self.held += 1
+                    await self.gate.wait()
                 status, payload = self.reply(request)
                 if status < 0:  # a node that dies mid-request: the connection closes without an answer
                     return

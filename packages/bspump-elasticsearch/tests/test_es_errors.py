@@ -39,3 +39,12 @@ def test_item_errors_of_a_closing_shard_are_transient_whatever_their_status() ->
     assert classify_es_error(BulkItemError(400, "index_shard_closed_exception", "closed")) is ErrorKind.TRANSIENT
     assert classify_es_error(BulkItemError(404, "shard_not_found_exception", "gone")) is ErrorKind.TRANSIENT
     assert classify_es_error(BulkItemError(400, "mapper_parsing_exception", "bad")) is ErrorKind.PERMANENT
+
+
+def test_a_request_on_a_client_closed_meanwhile_is_a_link_failure() -> None:
+    """aiohttp raises these RuntimeErrors, which the transport passes on unwrapped, when the connection closed
+    the client to reconnect while another writer's request started: it got no answer; nothing is wrong with
+    the events (classified PERMANENT they would be dead-lettered)."""
+    assert classify_es_error(RuntimeError("Session is closed")) is ErrorKind.LINK
+    assert classify_es_error(RuntimeError("Connector is closed.")) is ErrorKind.LINK
+    assert classify_es_error(RuntimeError("something else")) is ErrorKind.PERMANENT

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from typing import Any
 
@@ -243,3 +244,33 @@ def test_item_error_message() -> None:
     error = BulkItemError.from_item("index", recorded("bulk_mixed")["items"][3]["create"])
     assert str(error).startswith("400 document_parsing_exception: [1:6] failed to parse field [n]")
     assert str(error).endswith("(index 'events', _id 'ID3')") and error.status == 400
+
+
+async def test_writes_in_flight_when_the_connection_reconnects_are_sent_again() -> None:
+    """Two bulk requests wait for their answers when another user reports a link failure: the connection
+    closes the shared client under them. Both batches are sent again once it is ready; nothing is
+    dead-lettered. (A request that starts while the client is being closed gets aiohttp's unwrapped
+    ``RuntimeError("Session is closed")`` instead: test_es_errors covers that it counts as a link failure.)"""
+    gate = asyncio.Event()
+    async with FakeCluster(gate=gate) as cluster:
+        app = make_app()
+        connection = ElasticSearchConnection(app, "ESConnection", config={"url": cluster.url,
+                                                                          "reconnect_initial": 0.01})
+        app.get_service("bspump.PumpService").add_connection(connection)
+        pipeline = bspump.Pipeline(app, "P", config={"error_policy": "dead-letter", "retry_backoff": "5ms"})
+        source = ItemSource(app, pipeline, batches=[kafka_items([{"n": 1}]), kafka_items([{"n": 2}], start=1)])
+        letters = bspump.MemorySink(app, pipeline, id="DeadLetters")
+        sink = ElasticSearchSink(app, pipeline, connection="ESConnection", config={"index": "events",
+                                                                                   "concurrency": 2})
+        pipeline.build(source, sink, dead_letter=letters)
+        app.pump_service.add_pipeline(pipeline)
+        task = asyncio.create_task(run_app(app, timeout=20))
+        while cluster.held < 2:
+            await asyncio.sleep(0.005)
+        connection.report_failure(ConnectionError("reported by another user of the connection"))
+        while connection.connect_count < 2:
+            await asyncio.sleep(0.005)
+        gate.set()
+        assert await task == 0
+    assert not letters.events and source.completed == [0, 1] and sink.counters.events_out == 2
+    assert sorted(d["n"] for r in cluster.bulks()[2:] for d in r.documents()) == [1, 2]

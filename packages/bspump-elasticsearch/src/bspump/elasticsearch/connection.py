@@ -139,6 +139,11 @@ class ElasticSearchConnection(bspump.Connection):
             raise ConnectionError(f"connection {self.id!r} is not connected")
         return client
 
+    @property
+    def current_client(self) -> AsyncElasticsearch | None:
+        """The shared client, or None while there is none (connecting, reconnecting, closed)."""
+        return self._client
+
     def make_client(self) -> AsyncElasticsearch:
         """A new client with this connection's settings (the connection's own one is :attr:`client`)."""
         options: dict[str, Any] = {

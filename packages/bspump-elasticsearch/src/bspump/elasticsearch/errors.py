@@ -72,11 +72,11 @@ class BulkItemError(Exception):
 def classify_es_error(error: BaseException) -> ErrorKind:
     """The kind of an error of the Elasticsearch client or of a bulk item.
 
-    Unreachable nodes (``ConnectionError``, TLS failures) are ``LINK``; timeouts, the statuses a retry may
-    cure (408, 429, 5xx) and item errors of a node or shard that is closing or recovering
-    (:data:`TRANSIENT_ERROR_TYPES`, whatever their status) are ``TRANSIENT``; other refusals (400 mapping and
-    parse errors, 401/403, 404 of a missing index when auto-creation is off, 409 conflicts) are
-    ``PERMANENT``. Anything else: the core's default classification.
+    Unreachable nodes (``ConnectionError``, TLS failures) and requests on a client closed meanwhile are
+    ``LINK``; timeouts, the statuses a retry may cure (408, 429, 5xx) and item errors of a node or shard that
+    is closing or recovering (:data:`TRANSIENT_ERROR_TYPES`, whatever their status) are ``TRANSIENT``; other
+    refusals (400 mapping and parse errors, 401/403, 404 of a missing index when auto-creation is off, 409
+    conflicts) are ``PERMANENT``. Anything else: the core's default classification.
     """
     if isinstance(error, BulkItemError):
         transient = is_transient_status(error.status) or error.error_type in TRANSIENT_ERROR_TYPES
@@ -89,4 +89,8 @@ def classify_es_error(error: BaseException) -> ErrorKind:
         return ErrorKind.TRANSIENT if is_transient_status(int(error.status_code)) else ErrorKind.PERMANENT
     if isinstance(error, elastic_transport.SerializationError):
         return ErrorKind.PERMANENT
+    if isinstance(error, RuntimeError) and "closed" in str(error).lower():
+        # aiohttp's "Session is closed" / "Connector is closed", which the transport passes on unwrapped: a
+        # request started on a client that the connection closed to reconnect. No answer came: a link failure.
+        return ErrorKind.LINK
     return classify_error(error)

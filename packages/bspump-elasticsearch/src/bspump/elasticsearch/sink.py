@@ -190,6 +190,7 @@ class ElasticSearchSink(bspump.AsyncSink):
         """One bulk request for the events at ``chunk``; the failures of those the cluster did not write."""
         body = b"".join(cast(bytes, lines[i]) for i in chunk)
         self.requests += 1
+        client = self.es.current_client
         try:
             response = await self.bulk(body)
         except ApiError as exc:
@@ -212,7 +213,12 @@ class ElasticSearchSink(bspump.AsyncSink):
         except Exception as exc:  # not known to be written: the connection classifies (link, transient...)
             self.request_errors += 1
             log.debug("%s: bulk request of %d actions failed: %s", self.qualified_id, len(chunk), exc)
-            return [bspump.ItemFailure(i, exc) for i in chunk]
+            # The connection closed this client under the request (another writer reported a link failure
+            # and it reconnects): whatever the client raised, the request got no answer. Sent again once the
+            # connection is ready; not reported again, which would start one more reconnection.
+            replaced = client is not None and client is not self.es.current_client
+            kind = ErrorKind.TRANSIENT if replaced else None
+            return [bspump.ItemFailure(i, exc, kind) for i in chunk]
         self._grow()
         failures = self.item_failures(chunk, response)
         if log.isEnabledFor(logging.DEBUG):
