@@ -13,7 +13,7 @@ import bspump
 from bspump import context as keys
 from bspump.elasticsearch import BulkItemError, ElasticSearchConnection, ElasticSearchSink
 from bspump.elasticsearch.actions import position_id
-from bspump.testing import make_app, run_app
+from bspump.testing import make_app, run_app, wait_for
 
 Item = tuple[Any, dict[str, Any]]
 
@@ -260,17 +260,36 @@ async def test_writes_in_flight_when_the_connection_reconnects_are_sent_again() 
         pipeline = bspump.Pipeline(app, "P", config={"error_policy": "dead-letter", "retry_backoff": "5ms"})
         source = ItemSource(app, pipeline, batches=[kafka_items([{"n": 1}]), kafka_items([{"n": 2}], start=1)])
         letters = bspump.MemorySink(app, pipeline, id="DeadLetters")
-        sink = ElasticSearchSink(app, pipeline, connection="ESConnection", config={"index": "events",
-                                                                                   "concurrency": 2})
+        sink = ElasticSearchSink(app, pipeline, connection="ESConnection", config={
+            "index": "events", "concurrency": 2, "bulk_linger": 0})  # two requests, not one shared
         pipeline.build(source, sink, dead_letter=letters)
         app.pump_service.add_pipeline(pipeline)
         task = asyncio.create_task(run_app(app, timeout=20))
-        while cluster.held < 2:
-            await asyncio.sleep(0.005)
+        await wait_for(lambda: cluster.held == 2, 10, what="two bulk requests waiting for their answers")
         connection.report_failure(ConnectionError("reported by another user of the connection"))
-        while connection.connect_count < 2:
-            await asyncio.sleep(0.005)
+        await wait_for(lambda: connection.connect_count == 2, 10, what="the connection reconnected")
         gate.set()
         assert await task == 0
     assert not letters.events and source.completed == [0, 1] and sink.counters.events_out == 2
     assert sorted(d["n"] for r in cluster.bulks()[2:] for d in r.documents()) == [1, 2]
+
+
+async def test_small_batches_share_a_request_for_bulk_linger_and_keep_their_own_acknowledgement() -> None:
+    """Three batches of two events each arrive within ``bulk_linger``: one bulk request; the mixed response
+    (201, 409, 429, 400, 503, 201) settles each batch on its own: the 400 is dead-lettered from the second
+    batch (with that batch's context), the 429 and 503 are sent again, every batch completes."""
+    async with FakeCluster(bulk_replies=[(200, recorded("bulk_mixed"))]) as cluster:
+        batches = [kafka_items([{"n": 0}, {"n": 1}]), kafka_items([{"n": 2}, {"n": "three"}], start=2),
+                   kafka_items([{"n": 4}, {"n": 5}], start=4)]
+        app, sink, letters, source = await run_sink(cluster, batches, op_type="create", bulk_linger="1s")
+    first, retry = cluster.bulks()
+    assert len(first.actions()) == 6 and [d["n"] for d in retry.documents()] == [2, 4]
+    assert letters.events == [{"n": "three"}] and letters.contexts[0][keys.OFFSET] == 3
+    assert sorted(source.completed) == [0, 1, 2] and sink.counters.events_out == 5 and app.exit_code == 0
+
+
+async def test_without_linger_every_batch_has_its_own_request() -> None:
+    async with FakeCluster() as cluster:
+        batches = [kafka_items([{"n": i}], start=i) for i in range(4)]
+        _, _, _, source = await run_sink(cluster, batches, bulk_linger=0)
+    assert len(cluster.bulks()) == 4 and source.completed == [0, 1, 2, 3]

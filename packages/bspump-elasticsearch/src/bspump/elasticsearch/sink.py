@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import bisect
 import logging
 from collections.abc import Iterator, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar, cast
@@ -45,6 +47,40 @@ class EncodedBatch(bspump.Batch):
         return EncodedBatch(part, [self.lines[i] for i in indexes])
 
 
+class MergedBatch(EncodedBatch):
+    """Several small batches sent together (see ``bulk_linger``): one request, each part acknowledged itself.
+
+    The writer acknowledges it in order like any batch; :meth:`ack` then acknowledges, part by part, every
+    event that is not among :attr:`failed` (the events the error policy got, part by part, when it settled).
+    """
+
+    __slots__ = ("failed", "parts", "starts")
+
+    def __init__(self, parts: list[EncodedBatch]) -> None:
+        contexts = [c for part in parts for c in (part.contexts or [part.context] * len(part.events))]
+        merged = bspump.Batch([e for part in parts for e in part.events], bspump.Delivery(), contexts=contexts)
+        super().__init__(merged, [line for part in parts for line in part.lines])
+        self.parts = parts
+        self.starts: list[int] = []
+        start = 0
+        for part in parts:
+            self.starts.append(start)
+            start += len(part)
+        self.failed: set[int] = set()
+
+    def locate(self, index: int) -> tuple[EncodedBatch, int]:
+        """The part holding event ``index``, and the event's index in it."""
+        number = bisect.bisect_right(self.starts, index) - 1
+        return self.parts[number], index - self.starts[number]
+
+    def ack(self, count: int) -> None:
+        failed = self.failed
+        for part, start in zip(self.parts, self.starts, strict=True):
+            written = sum(1 for i in range(start, start + len(part)) if i not in failed) if failed else len(part)
+            if written:
+                part.ack(written)
+
+
 class ElasticSearchSink(bspump.AsyncSink):
     """Writes events with bulk requests and acknowledges each one once the cluster confirmed it.
 
@@ -67,6 +103,8 @@ class ElasticSearchSink(bspump.AsyncSink):
 
     How much: each batch is sent in bulk requests of at most ``bulk_max_actions`` events and
     ``bulk_max_bytes`` bytes of body; ``concurrency`` batches are in flight at once, acknowledged in order.
+    Batches smaller than that (a source that emits events one by one) wait up to ``bulk_linger`` seconds for
+    more to share a request (0: each batch is sent as it comes); each keeps its own acknowledgement.
     A 413 (request too large) or a 429 for the whole request halves both limits and sends again (split
     requests at once after a 413, after the retry backoff after a 429); each request that then succeeds
     raises them again by a tenth of the configured values. ``request_timeout`` (seconds, 0: the
@@ -95,6 +133,7 @@ class ElasticSearchSink(bspump.AsyncSink):
         "retry_on_conflict": Int(3, min=0, max=100),
         "bulk_max_actions": Int(1000, min=1, max=1_000_000),
         "bulk_max_bytes": Int(5 * 1024 * 1024, min=MIN_REQUEST_BYTES, max=2**31 - 1),
+        "bulk_linger": Seconds(0.05, min=0.0, max=60.0),
         "request_timeout": Seconds(0.0, min=0.0, max=3600.0),
         "concurrency": Int(2, min=1, max=256),
         "retry_timeout": Seconds(0.0, min=0.0),
@@ -138,6 +177,11 @@ class ElasticSearchSink(bspump.AsyncSink):
         self.request_timeout = config.getseconds("request_timeout")
         self.max_actions = config.getint("bulk_max_actions")
         self.max_bytes = config.getint("bulk_max_bytes")
+        self.linger = config.getseconds("bulk_linger")
+        self._lingering: list[EncodedBatch] = []
+        self._lingering_events = 0
+        self._lingering_bytes = 0
+        self._linger_timer: asyncio.TimerHandle | None = None
         #: The limits in force: halved by 413 and whole-request 429 answers, raised again by successes.
         self.limit_actions = self.max_actions
         self.limit_bytes = self.max_bytes
@@ -149,9 +193,59 @@ class ElasticSearchSink(bspump.AsyncSink):
 
     # -- framework API ------------------------------------------------------------------------------------
     def put(self, batch: bspump.Batch) -> None:
-        """Encode the batch once (see :class:`EncodedBatch`), then queue it for the writer."""
+        """Encode the batch once (see :class:`EncodedBatch`), then queue it for the writer, or keep it up to
+        ``bulk_linger`` seconds for more small batches to share its request."""
         contexts = batch.contexts if batch.contexts is not None else [batch.context] * len(batch.events)
-        super().put(EncodedBatch(batch, encode_actions(self.spec, batch.events, contexts)))
+        encoded = EncodedBatch(batch, encode_actions(self.spec, batch.events, contexts))
+        if self.linger <= 0 or (not self._lingering and len(batch) >= self.max_actions):
+            super().put(encoded)
+            return
+        self._lingering.append(encoded)
+        self._lingering_events += len(encoded)
+        self._lingering_bytes += sum(len(line) for line in encoded.lines if isinstance(line, bytes))
+        if self._lingering_events >= self.max_actions or self._lingering_bytes >= self.max_bytes:
+            self.send_lingering()
+        else:
+            if self._linger_timer is None:
+                self._linger_timer = asyncio.get_running_loop().call_later(self.linger, self.send_lingering)
+            self.notify()  # not idle: a flush waits for the lingering batches
+
+    def send_lingering(self) -> None:
+        """Queue the batches kept for ``bulk_linger`` (as one); called when they fill a request, when the
+        time is up, and by :meth:`flush`."""
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
+            self._linger_timer = None
+        parts, self._lingering = self._lingering, []
+        self._lingering_events = self._lingering_bytes = 0
+        if parts:
+            super().put(parts[0] if len(parts) == 1 else MergedBatch(parts))
+
+    def is_idle(self) -> bool:
+        return not self._lingering and super().is_idle()
+
+    async def flush(self) -> None:
+        """Send what lingers at once, then wait until everything is acknowledged."""
+        self.send_lingering()
+        await super().flush()
+
+    async def close(self) -> None:
+        if self._linger_timer is not None:
+            self._linger_timer.cancel()
+            self._linger_timer = None
+        await super().close()
+
+    async def settle(self, batch: bspump.Batch) -> tuple[int, list[bspump.ItemFailure]]:
+        """As the base; for merged batches the error policy gets each final failure in its own part (its
+        source's delivery), here, and the writer's in-order acknowledgement then acknowledges the rest."""
+        written, final = await super().settle(batch)
+        if not isinstance(batch, MergedBatch) or not final:
+            return written, final
+        batch.failed = {failure.index for failure in final}
+        for failure in final:
+            part, index = batch.locate(failure.index)
+            self.pipeline.handle_sink_failure(self, part, index, failure.error)
+        return written, []
 
     async def write(self, batch: bspump.Batch) -> Sequence[bspump.ItemFailure] | None:
         """Send the batch's events in bulk requests within the limits; the failures of those not written."""
