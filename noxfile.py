@@ -7,7 +7,10 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
 import tempfile
+import tomllib
 from pathlib import Path
 
 import nox
@@ -20,7 +23,10 @@ TEST_TOOLS = ["pytest>=8", "pytest-asyncio>=0.24"]
 
 nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.reuse_existing_virtualenvs = True
-nox.options.sessions = ["lint", "typing", "core_install", "tests", "tests_all", "docs", "template", "integration"]
+#: What ./dev test runs. wheel_install (which builds the packages first, as `nox -s build` does) and notebooks
+#: come after integration, which starts the test servers: their Kafka parts then run, not skip.
+nox.options.sessions = ["lint", "typing", "core_install", "tests", "tests_all", "docs", "template", "integration",
+                        "wheel_install", "notebooks"]
 
 
 def _editable(*packages: str) -> list[str]:
@@ -31,8 +37,11 @@ def _editable(*packages: str) -> list[str]:
 
 
 def _extras(package: str) -> str:
-    """Connector test suites run with every optional client of the package installed."""
-    return {"bspump-kafka": "[confluent]"}.get(package, "")
+    """Connector test suites run with every optional client of the package installed: all the extras its
+    pyproject.toml declares (``[confluent]`` for bspump-kafka), read from it rather than listed here."""
+    pyproject = tomllib.loads((ROOT / "packages" / package / "pyproject.toml").read_text(encoding="utf-8"))
+    extras = sorted(pyproject["project"].get("optional-dependencies", {}))
+    return f"[{','.join(extras)}]" if extras else ""
 
 
 @nox.session(python=PYTHON)
@@ -50,7 +59,7 @@ def tests(session: nox.Session, package: str) -> None:
 def core_install(session: nox.Session) -> None:
     """`pip install packages/bspump-core` into an empty venv installs no connector client."""
     session.install(str(ROOT / "packages" / "bspump-core"))
-    session.run("python", str(ROOT / "scripts" / "check_core_install.py"))
+    session.run("python", str(ROOT / "scripts" / "check_selective_install.py"), str(ROOT), "bspump-core")
 
 
 @nox.session(python=PYTHON)
@@ -137,7 +146,19 @@ def docs(session: nox.Session) -> None:
     session.install("sphinx>=8", *TEST_TOOLS, *_editable("bspump-core"),
                     *[arg for p in CONNECTORS for arg in ("-e", f"{ROOT / 'packages' / p}")])
     session.run("sphinx-build", "-W", "-q", "-b", "html", str(ROOT / "docs"), str(ROOT / "docs" / "_build" / "html"))
-    session.run("pytest", str(ROOT / "docs" / "test_examples.py"), "-q", *session.posargs)
+    # The examples of every page, and every connector's reference page against its classes' ConfigDefaults.
+    session.run("pytest", str(ROOT / "docs" / "test_examples.py"), str(ROOT / "docs" / "test_reference_pages.py"),
+                "-q", *session.posargs)
+
+
+@nox.session(python=PYTHON)
+def notebooks(session: nox.Session) -> None:
+    """Execute the notebooks of docs/notebooks/ in a real kernel (nbclient + ipykernel), every package installed;
+    their Kafka part runs when a broker answers at BSPUMP_TEST_KAFKA and is skipped otherwise."""
+    session.install(*TEST_TOOLS, "nbclient>=0.10", "nbformat>=5.10", "ipykernel>=6.29", *_editable("bspump-core"),
+                    *[arg for p in CONNECTORS for arg in ("-e", f"{ROOT / 'packages' / p}{_extras(p)}")])
+    session.run("pytest", str(ROOT / "docs" / "notebooks" / "test_notebooks.py"), "-q", "-p", "no:cacheprovider",
+                *session.posargs)
 
 
 @nox.session(python=PYTHON)
@@ -158,3 +179,87 @@ def demo(session: nox.Session) -> None:
     session.run("bspump", "run", str(ROOT / "examples" / "quickstart"))
 
 
+
+
+def _build_all(session: nox.Session) -> Path:
+    """Wheel and sdist of every package, with hatch, into dist/ (emptied first: only this tree's artefacts)."""
+    session.install("hatch>=1.13")
+    session.run("python", str(ROOT / "scripts" / "release.py"), "check")
+    dist = ROOT / "dist"
+    shutil.rmtree(dist, ignore_errors=True)
+    # Hatch's own environments (its build env holding hatchling) live in this session's venv, not in the
+    # user's ~/.local/share/hatch. Nox's UV_PYTHON (this session's venv) is unset, or hatch's installer (uv)
+    # would put hatchling there instead of into its build env.
+    hatch_data = {"HATCH_DATA_DIR": str(Path(session.virtualenv.location) / "hatch-data"), "UV_PYTHON": None,
+                  "UV_PROJECT_ENVIRONMENT": None}
+    for package in PACKAGES:
+        with session.chdir(ROOT / "packages" / package):
+            session.run("hatch", "build", "-t", "wheel", "-t", "sdist", str(dist), env=hatch_data)
+    return dist
+
+
+@nox.session(python=PYTHON)
+def build(session: nox.Session) -> None:
+    """Wheel and sdist of every package in dist/, after checking versions, changelogs and bspump-core ranges
+    (and testing those checks: scripts/tests)."""
+    session.install("pytest>=8")
+    session.run("pytest", str(ROOT / "scripts" / "tests"), "-q", "-p", "no:cacheprovider")
+    dist = _build_all(session)
+    # What PyPI will check on upload (metadata, the README as the long description), checked now.
+    session.install("twine>=5")
+    session.run("twine", "check", "--strict", *sorted(str(p) for p in dist.iterdir()))
+    session.log("built: " + ", ".join(sorted(p.name for p in dist.iterdir())))
+
+
+#: What a package's smoke script returns when what it needs (a server) is not there.
+SMOKE_SKIPPED = 77
+#: Seconds a smoke script may take (a server that accepts connections but never answers must not hang CI).
+SMOKE_TIMEOUT = 300
+
+
+def _wheel(dist: Path, package: str) -> Path:
+    project = tomllib.loads((ROOT / "packages" / package / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    wheels = list(dist.glob(f"{project['name'].replace('-', '_')}-{project['version']}-*.whl"))
+    if len(wheels) != 1:
+        raise RuntimeError(f"expected one wheel of {package} {project['version']} in {dist}, found {wheels}")
+    return wheels[0]
+
+
+@nox.session(python=PYTHON)
+def wheel_install(session: nox.Session) -> None:
+    """For each connector: its wheel and bspump-core's in an empty venv, nothing of the other connectors, and
+    a pipeline through it (the package's own tests/smoke_install.py; exit 77 = its server is not up).
+
+    A connector without a smoke script is installed and checked, and the session says it ran no pipeline for
+    it; with BSPUMP_REQUIRE_SMOKE=1 that fails the session instead."""
+    dist = _build_all(session)
+    outcomes: list[str] = []
+    for package in CONNECTORS:
+        with tempfile.TemporaryDirectory(prefix=f"{package}-wheel-") as folder:
+            venv = Path(folder) / "venv"
+            python = str(venv / "bin" / "python")
+            session.run("uv", "venv", "--quiet", "--python", PYTHON, str(venv), external=True)
+            session.run("uv", "pip", "install", "--quiet", "--python", python, str(_wheel(dist, "bspump-core")),
+                        str(_wheel(dist, package)), external=True)
+            with session.chdir(folder):  # away from the source tree: only the installed wheels import
+                session.run(python, str(ROOT / "scripts" / "check_selective_install.py"), str(ROOT), package,
+                            external=True)
+                session.run(str(venv / "bin" / "bspump"), "plugins", external=True)
+                smoke = ROOT / "packages" / package / "tests" / "smoke_install.py"
+                if not smoke.is_file():
+                    if os.environ.get("BSPUMP_REQUIRE_SMOKE"):
+                        session.error(f"{package} has no tests/smoke_install.py (BSPUMP_REQUIRE_SMOKE is set)")
+                    outcomes.append(f"{package}: installed alone; no tests/smoke_install.py to run a pipeline")
+                    continue
+                session.log(f"{python} {smoke}")
+                try:
+                    code = subprocess.run([python, str(smoke)], cwd=folder, check=False,
+                                          timeout=SMOKE_TIMEOUT).returncode
+                except subprocess.TimeoutExpired:
+                    session.error(f"{package}: {smoke.relative_to(ROOT)} did not end within {SMOKE_TIMEOUT}s")
+                if code not in (0, SMOKE_SKIPPED):
+                    session.error(f"{package}: {smoke.relative_to(ROOT)} failed (exit code {code})")
+                outcomes.append(f"{package}: installed alone; smoke " + ("skipped (its server is not up)"
+                                                                          if code == SMOKE_SKIPPED else "passed"))
+    for outcome in outcomes:
+        session.log(outcome)

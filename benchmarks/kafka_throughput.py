@@ -4,8 +4,8 @@ Compares bspump (KafkaSource -> Processor -> KafkaSink) with the fastest hand-wr
 loop with the same semantics that we could write for each client library, against the same broker in the
 same run:
 
-- aiokafka baseline: ``getmany`` batches, the producer's batch API (one BatchBuilder per partition), batches
-  kept in flight while the next fetch runs, offsets committed every second up to the last batch whose
+- aiokafka baseline: ``getmany`` batches, the producer's batch API (one BatchBuilder per fetch, closed before
+  ``send_batch`` so that it does not linger), batches kept in flight while the next fetch runs, offsets committed every second up to the last batch whose
   delivery futures all completed.
 - confluent baseline: a plain blocking thread (no asyncio at all), ``consume(num_messages)``, one
   ``produce_batch`` per consumed batch (to one partition, the next batch to the next one; measured a few per
@@ -15,18 +15,22 @@ same run:
   for a second at a time and the loop runs 4.5x slower) and ``reconnect.backoff.ms=20`` (as bspump sets it).
 
 The transform is the same everywhere: JSON decode, add a field, JSON encode (orjson). Messages are unkeyed
-(~100 bytes); input and output topics have 3 partitions. Producers use acks=all, linger 5 ms, 256 KiB batches.
+(~100 bytes); input and output topics have 3 partitions, and each contestant runs again with an output topic
+of one partition (" 1p": what a broker auto-creates; ``--single-partition-messages`` events per run). Producers use acks=all, linger 5 ms, 256 KiB batches.
 Every contestant runs ``--rounds`` (5) times, interleaved, and the best run of each counts. Each run is a fresh
 Python process, as a deployment is (``--in-process`` runs them all in this one: bspump's runs then got slower
 from round to round while the baselines' did not), with the same GC thresholds (``--default-gc`` keeps
 CPython's, which slows every side by 10-25 %). Times and CPU are measured inside the run, after the imports.
 
     python benchmarks/kafka_throughput.py [--messages 500000] [--confluent-messages 500000] [--rounds 5]
-    # about three minutes in all
+    # one to two minutes in all on the project's 2-core machine (60 s for the run of issue 15)
 
 The broker is found through BSPUMP_TEST_KAFKA (default 127.0.0.1:9092). The last line printed is JSON:
 ``{"bspump_eps", "baseline_eps", "ratio", "confluent_eps", "confluent_baseline_eps", "confluent_ratio",
-"cpu_us_per_event": {contestant: least CPU microseconds per event}, ...}``.
+"single_partition_eps": {backend: bspump's events/s to one output partition}, "single_partition_baseline_eps"
+(the hand-written loops, same backend), "single_partition_of_three" (bspump, one partition against three),
+"single_partition_ratio" (bspump against the loop, one partition), "cpu_us_per_event": {contestant: least
+CPU microseconds per event}, ...}``.
 """
 
 from __future__ import annotations
@@ -56,7 +60,7 @@ import bspump.kafka
 PARTITIONS = 3
 LINGER_MS = 5
 BATCH_BYTES = 262144
-FETCH_RECORDS = 1000
+FETCH_RECORDS = int(os.environ.get("BSPUMP_BENCH_FETCH_RECORDS", "1000"))
 COMMIT_INTERVAL = 1.0
 GC_THRESHOLDS = (100_000, 50, 50)
 
@@ -70,15 +74,17 @@ def transform(value: bytes) -> bytes:
 # -- topics -------------------------------------------------------------------------------------------------
 
 
-async def create_topics(bootstrap: str, names: list[str]) -> None:
+async def create_topics(bootstrap: str, topics: dict[str, int]) -> None:
+    """Create each topic with its number of partitions and wait for their leaders."""
     admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
     await admin.start()
+    names = list(topics)
     try:
-        await admin.create_topics([NewTopic(n, num_partitions=PARTITIONS, replication_factor=1) for n in names])
+        await admin.create_topics([NewTopic(n, num_partitions=p, replication_factor=1) for n, p in topics.items()])
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             described = await admin.describe_topics(names)
-            if all(len(d.get("partitions", [])) == PARTITIONS
+            if all(len(d.get("partitions", [])) == topics[d["topic"]]
                    and all(p.get("leader", -1) >= 0 for p in d["partitions"]) for d in described):
                 return
             await asyncio.sleep(0.1)
@@ -199,6 +205,15 @@ async def aiokafka_clients(bootstrap: str, source: str, group: str) -> tuple[AIO
     return consumer, producer
 
 
+async def send_closed(producer: AIOKafkaProducer, builder: Any, topic: str, partition: int) -> asyncio.Future[Any]:
+    """``send_batch`` of a complete batch, closed first: aiokafka lets an open batch linger for ``linger_ms``
+    and queues a partition's next batch only once the previous one was taken, so on one partition every
+    batch waited out the linger in turn (156k events/s here, against 350k+ closed)."""
+    builder.close()
+    future: asyncio.Future[Any] = await producer.send_batch(builder, topic, partition=partition)
+    return future
+
+
 def collect_completed(in_flight: InFlight, committable: dict[TopicPartition, int]) -> None:
     """Move the offsets of the oldest fully delivered fetches to ``committable``, in fetch order."""
     while in_flight and all(f.done() for f in in_flight[0][0]):
@@ -219,7 +234,8 @@ async def commit_the_rest(consumer: AIOKafkaConsumer, in_flight: InFlight,
         await consumer.commit(dict(committable))
 
 
-async def run_aiokafka_baseline(bootstrap: str, source: str, target: str, group: str, count: int) -> float:
+async def run_aiokafka_baseline(bootstrap: str, source: str, target: str, group: str, count: int,
+                                out_partitions: int = PARTITIONS) -> float:
     start = time.perf_counter()
     consumer, producer = await aiokafka_clients(bootstrap, source, group)
     loop = asyncio.get_running_loop()
@@ -234,19 +250,19 @@ async def run_aiokafka_baseline(bootstrap: str, source: str, target: str, group:
             futures = []
             offsets = {}
             # Unkeyed: the whole fetch goes to one partition, rotating (fewer, fuller batches).
-            partition = sticky = (sticky + 1) % PARTITIONS
+            partition = sticky = (sticky + 1) % out_partitions
             builder = producer.create_batch()
             for tp, records in data.items():
                 for r in records:
                     value = transform(r.value)
                     if builder.append(key=None, value=value, timestamp=None) is None:
-                        futures.append(await producer.send_batch(builder, target, partition=partition))
+                        futures.append(await send_closed(producer, builder, target, partition))
                         builder = producer.create_batch()
                         builder.append(key=None, value=value, timestamp=None)
                 offsets[tp] = records[-1].offset + 1
                 done += len(records)
             if offsets:
-                futures.append(await producer.send_batch(builder, target, partition=partition))
+                futures.append(await send_closed(producer, builder, target, partition))
             if futures:
                 in_flight.append((futures, offsets))
             collect_completed(in_flight, committable)
@@ -262,7 +278,7 @@ async def run_aiokafka_baseline(bootstrap: str, source: str, target: str, group:
 
 
 async def run_aiokafka_baseline_decoupled(bootstrap: str, source: str, target: str, group: str,
-                                         count: int) -> float:
+                                         count: int, out_partitions: int = PARTITIONS) -> float:
     """Like :func:`run_aiokafka_baseline`, but fetching/transforming and sending run as two tasks joined by
     a bounded queue, so the next fetch does not wait while ``send_batch`` waits for the accumulator."""
     start = time.perf_counter()
@@ -279,7 +295,7 @@ async def run_aiokafka_baseline_decoupled(bootstrap: str, source: str, target: s
             data = await consumer.getmany(timeout_ms=500, max_records=FETCH_RECORDS)
             builders = []
             offsets = {}
-            partition = sticky = (sticky + 1) % PARTITIONS
+            partition = sticky = (sticky + 1) % out_partitions
             builder = producer.create_batch()
             for tp, records in data.items():
                 for r in records:
@@ -300,7 +316,7 @@ async def run_aiokafka_baseline_decoupled(bootstrap: str, source: str, target: s
         next_commit = loop.time() + COMMIT_INTERVAL
         while (item := await queue.get()) is not None:
             builders, offsets = item
-            futures = [await producer.send_batch(b, target, partition=p) for p, b in builders]
+            futures = [await send_closed(producer, b, target, p) for p, b in builders]
             in_flight.append((futures, offsets))
             collect_completed(in_flight, committable)
             if loop.time() >= next_commit and committable:
@@ -334,7 +350,7 @@ class _BatchDone:
 
 
 def run_confluent_baseline(bootstrap: str, source: str, target: str, group: str, count: int,
-                           batch_api: bool = False) -> float:
+                           batch_api: bool = False, out_partitions: int = PARTITIONS) -> float:
     """A plain blocking loop: consume a batch, transform, produce, serve delivery reports, commit.
 
     ``batch_api=False``: ``produce`` per record with positional arguments (keywords cost ~300 ns more per
@@ -389,7 +405,7 @@ def run_confluent_baseline(bootstrap: str, source: str, target: str, group: str,
                     if m.error() is None:
                         records.append({"value": transform(m.value())})
                         offsets[m.partition()] = m.offset() + 1
-                sticky = (sticky + 1) % PARTITIONS
+                sticky = (sticky + 1) % out_partitions
                 while True:
                     try:
                         n = producer.produce_batch(target, records, sticky, state)
@@ -403,7 +419,7 @@ def run_confluent_baseline(bootstrap: str, source: str, target: str, group: str,
                 for m in messages:
                     if m.error() is not None:
                         continue
-                    partition = m.partition()
+                    partition = m.partition() % out_partitions
                     while True:
                         try:
                             produce(target, transform(m.value()), None, partition, state)
@@ -461,11 +477,12 @@ def run_isolated(label: str, args: argparse.Namespace, source: str, output: str,
     return float(figures["elapsed"]), float(figures["cpu"])
 
 
-async def check_committed(bootstrap: str, group: str, topic: str, count: int, output: str) -> None:
+async def check_committed(bootstrap: str, group: str, topic: str, count: int, output: str,
+                          out_partitions: int) -> None:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
     await consumer.start()
     try:
-        tps = [TopicPartition(output, p) for p in range(PARTITIONS)]
+        tps = [TopicPartition(output, p) for p in range(out_partitions)]
         written = sum((await consumer.end_offsets(tps)).values())
     finally:
         await consumer.stop()
@@ -476,28 +493,43 @@ async def check_committed(bootstrap: str, group: str, topic: str, count: int, ou
         raise RuntimeError(f"group {group} committed {total} offsets, expected at least {count}")
 
 
+#: Contestants whose output topic has a single partition (what a broker auto-creates) carry this suffix.
+SINGLE = " 1p"
+
+
+def out_partitions(label: str) -> int:
+    return 1 if label.endswith(SINGLE) else PARTITIONS
+
+
 def contestants(args: argparse.Namespace, bootstrap: str, source: str) -> dict[str, tuple[int, Any]]:
-    """Label -> (events, run(output, group) -> seconds)."""
-    n, m = args.messages, args.confluent_messages
-    found: dict[str, tuple[int, Any]] = {
-        "aiokafka baseline seq": (n, lambda out, group: asyncio.run(
-            run_aiokafka_baseline(bootstrap, source, out, group, n))),
-        "aiokafka baseline 2task": (n, lambda out, group: asyncio.run(
-            run_aiokafka_baseline_decoupled(bootstrap, source, out, group, n))),
-        "bspump (aiokafka)": (n, lambda out, group: asyncio.run(
-            run_bspump(bootstrap, "aiokafka", source, out, group, n))),
-    }
-    if not args.skip_confluent:
-        found["confluent baseline"] = (m, lambda out, group: run_confluent_baseline(
-            bootstrap, source, out, group, m, batch_api=not args.confluent_produce_per_record))
-        found["bspump (confluent)"] = (m, lambda out, group: asyncio.run(
-            run_bspump(bootstrap, "confluent", source, out, group, m)))
+    """Label -> (events, run(output, group) -> seconds). Labels ending in " 1p" write to a topic of one
+    partition."""
+    n, m, s1 = args.messages, args.confluent_messages, args.single_partition_messages
+    found: dict[str, tuple[int, Any]] = {}
+    for suffix, size, size_c in [("", n, m), *([] if args.skip_single_partition else [(SINGLE, s1, s1)])]:
+        parts = 1 if suffix else PARTITIONS
+
+        def add(label: str, count: int, run: Any, suffix: str = suffix) -> None:
+            found[label + suffix] = (count, run)
+
+        add("aiokafka baseline seq", size, lambda out, group, size=size, parts=parts: asyncio.run(
+            run_aiokafka_baseline(bootstrap, source, out, group, size, parts)))
+        add("aiokafka baseline 2task", size, lambda out, group, size=size, parts=parts: asyncio.run(
+            run_aiokafka_baseline_decoupled(bootstrap, source, out, group, size, parts)))
+        add("bspump (aiokafka)", size, lambda out, group, size=size: asyncio.run(
+            run_bspump(bootstrap, "aiokafka", source, out, group, size)))
+        if not args.skip_confluent:
+            add("confluent baseline", size_c, lambda out, group, size=size_c, parts=parts: run_confluent_baseline(
+                bootstrap, source, out, group, size, batch_api=not args.confluent_produce_per_record,
+                out_partitions=parts))
+            add("bspump (confluent)", size_c, lambda out, group, size=size_c: asyncio.run(
+                run_bspump(bootstrap, "confluent", source, out, group, size)))
     return found
 
 
 def run_one(args: argparse.Namespace, bootstrap: str) -> None:
     """``--one LABEL``: a single run in this process; prints ``{"elapsed", "cpu"}``."""
-    args.messages = args.confluent_messages = args.count
+    args.messages = args.confluent_messages = args.single_partition_messages = args.count
     _, run = contestants(args, bootstrap, args.source)[args.one]
     elapsed, cpu = measure(functools.partial(run, args.output, args.group), args.count)
     print(json.dumps({"elapsed": elapsed, "cpu": cpu}))
@@ -508,7 +540,11 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=500000, help="events per aiokafka run")
     parser.add_argument("--confluent-messages", type=int, default=500000, help="events per confluent run")
     parser.add_argument("--rounds", type=int, default=5, help="interleaved rounds; the best of each side counts")
+    parser.add_argument("--single-partition-messages", type=int, default=250000,
+                        help="events per run writing to an output topic of one partition")
     parser.add_argument("--skip-confluent", action="store_true")
+    parser.add_argument("--skip-single-partition", action="store_true")
+    parser.add_argument("--only", help="run only the contestants whose label contains this (no JSON summary)")
     parser.add_argument("--confluent-produce-per-record", action="store_true",
                         help="confluent baseline with produce() per record instead of produce_batch() "
                              "(measured a few per cent slower)")
@@ -531,11 +567,15 @@ def main() -> None:
         return
     run_id = uuid.uuid4().hex[:8]
     source = f"bench-in-{run_id}"
-    count = max(args.messages, 0 if args.skip_confluent else args.confluent_messages)
+    count = max(args.messages, 0 if args.skip_confluent else args.confluent_messages,
+                0 if args.skip_single_partition else args.single_partition_messages)
     n, m = args.messages, args.confluent_messages
     runs = contestants(args, bootstrap, source)
+    if args.only:
+        runs = {label: run for label, run in runs.items() if args.only in label}
     outputs = {label: f"bench-out-{run_id}-{i}" for i, label in enumerate(runs)}
-    asyncio.run(create_topics(bootstrap, [source, *outputs.values()]))
+    asyncio.run(create_topics(bootstrap, {source: PARTITIONS,
+                                          **{outputs[label]: out_partitions(label) for label in runs}}))
     best: dict[str, float] = {}
     least_cpu: dict[str, float] = {}
     try:
@@ -555,8 +595,11 @@ def main() -> None:
                       f"events/s, {cpu:5.2f} us CPU per event", flush=True)
                 least_cpu[label] = min(least_cpu.get(label, float("inf")), cpu)
                 if label.startswith("bspump"):
-                    asyncio.run(check_committed(bootstrap, group, source, size, outputs[label]))
+                    asyncio.run(check_committed(bootstrap, group, source, size, outputs[label],
+                                                out_partitions(label)))
                 best[label] = max(best.get(label, 0.0), eps)
+        if args.only:
+            return
         baseline_eps = max(best["aiokafka baseline seq"], best["aiokafka baseline 2task"])
         result: dict[str, Any] = {
             "bspump_eps": round(best["bspump (aiokafka)"]),
@@ -567,6 +610,19 @@ def main() -> None:
             result["confluent_eps"] = round(best["bspump (confluent)"])
             result["confluent_baseline_eps"] = round(best["confluent baseline"])
             result["confluent_ratio"] = round(best["bspump (confluent)"] / best["confluent baseline"], 3)
+        if not args.skip_single_partition:
+            backends = ["aiokafka", *([] if args.skip_confluent else ["confluent"])]
+            single = {b: best[f"bspump ({b}){SINGLE}"] for b in backends}
+            three = {b: best[f"bspump ({b})"] for b in backends}
+            single_baseline = {"aiokafka": max(best["aiokafka baseline seq" + SINGLE],
+                                               best["aiokafka baseline 2task" + SINGLE])}
+            if not args.skip_confluent:
+                single_baseline["confluent"] = best["confluent baseline" + SINGLE]
+            result["single_partition_eps"] = {b: round(eps) for b, eps in single.items()}
+            result["single_partition_baseline_eps"] = {b: round(eps) for b, eps in single_baseline.items()}
+            # bspump on one output partition against bspump on three, and against its client's hand-written loop
+            result["single_partition_of_three"] = {b: round(single[b] / three[b], 3) for b in backends}
+            result["single_partition_ratio"] = {b: round(single[b] / single_baseline[b], 3) for b in backends}
         result["cpu_us_per_event"] = {label: round(cpu, 2) for label, cpu in least_cpu.items()}
         result.update(messages=n, confluent_messages=None if args.skip_confluent else m, rounds=args.rounds,
                       gc_thresholds=list(gc.get_threshold()), isolated=not args.in_process)

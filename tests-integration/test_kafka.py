@@ -590,7 +590,7 @@ async def test_seed_page_example_runs_as_written(
 def test_seed_page_jupyter_registration_runs_as_written() -> None:
     from bspump import jupyter
 
-    jupyter._state.clear()
+    jupyter.reset()
     namespace: dict[str, Any] = {}
     exec(  # the snippet of the seed page, as written
         "from bspump.jupyter import *\n"
@@ -603,7 +603,7 @@ def test_seed_page_jupyter_registration_runs_as_written() -> None:
     connection = namespace["kafka_connection"]
     assert isinstance(connection, bspump.kafka.KafkaConnection)
     assert jupyter.get_app().pump_service.locate_connection("KafkaConnection") is connection
-    jupyter._state.clear()
+    jupyter.reset()
 
 
 if __name__ == "__main__" and len(sys.argv) > 1 and sys.argv[1] == "worker":

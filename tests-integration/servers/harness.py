@@ -488,7 +488,10 @@ class PostgreSQL(Server):
         self.prepare()
         options = (
             f"-c listen_addresses={HOST} -p {self.port} -k /tmp -c fsync=off "
-            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200 "
+            # Logical decoding for change data capture (bspump-postgresql's CDC source and its tests, which
+            # create many short-lived slots).
+            "-c wal_level=logical -c max_replication_slots=64 -c max_wal_senders=16"
         )
         run(
             self._as_postgres(
@@ -516,7 +519,18 @@ class Mosquitto(Server):
             (HERE / "mosquitto" / "mosquitto.conf")
             .read_text()
             .replace("@PORT@", str(self.port))
+            .replace("@DIR@", str(self.data_dir))
         )
+        # Started as root, Mosquitto drops to the `mosquitto` user, which must be able to write its database.
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            try:
+                import pwd
+
+                account = pwd.getpwnam("mosquitto")
+            except KeyError:
+                return
+            os.chown(self.data_dir, account.pw_uid, account.pw_gid)
 
     def command(self) -> list[str]:
         return ["/usr/sbin/mosquitto", "-c", str(self.dir / "mosquitto.conf")]

@@ -49,6 +49,10 @@ def test_non_secret_keys(key: str) -> None:
         ("mqtt://u:p@h1, amqp://v:q@h2", "mqtt://u:***@h1, amqp://v:***@h2"),
         ("http://u@h/", "http://***@h/"),  # a lone userinfo may be a token: hidden
         ("https://TOKEN@host/x", "https://***@host/x"),
+        # For database and broker schemes a lone userinfo is a user name: masking it would hide "postgres"
+        # wherever it appears (bspump-postgresql, a database named postgres...).
+        ("postgresql://postgres@127.0.0.1:5432/postgres", "postgresql://postgres@127.0.0.1:5432/postgres"),
+        ("mongodb://reader@h/db, MQTT://pump@broker", "mongodb://reader@h/db, MQTT://pump@broker"),
         ("git+ssh://ghp_abc123@github.com/o/r.git", "git+ssh://***@github.com/o/r.git"),
         ("https://:pw@h", "https://:***@h"),
         ("https://me@example.com:p@ss@h/x", "https://me@example.com:***@h/x"),  # unencoded '@'s
@@ -219,3 +223,11 @@ def test_empty_mask_only_redacts_known_shapes() -> None:
     assert mask.mask("plain log line") == "plain log line"
     assert mask.mask("dsn pg://u:p@h") == "dsn pg://u:***@h"
     assert mask.too_short == ()
+
+
+def test_a_user_name_in_a_database_url_is_not_collected_as_a_secret() -> None:
+    conf = parse_config("[connection:PG]\ndsn = postgresql://postgres@db/postgres\n"
+                        "[connection:API]\nurl = https://tok3n-value@api.example\n", filename="p.conf", environ={})
+    mask = SecretMask.from_config(conf)
+    assert mask.mask("bspump-postgresql: postgres@db") == "bspump-postgresql: postgres@db"
+    assert mask.mask("sent tok3n-value") == "sent ***"

@@ -301,3 +301,18 @@ async def test_seed_custom_connection_example(tmp_path: Any) -> None:
     assert (client.host, client.port) == ("db.internal", 6000)
     assert client.closed
     assert conn.state is S.CLOSED
+
+
+async def test_two_failure_reports_in_one_turn_start_one_reconnect(
+    app: bspump.BSPumpApplication, svc: bspump.PumpService
+) -> None:
+    """Two clients of one connection (or a source and a sink) report the same outage together: one reconnect."""
+    conn = svc.add_connection(FlakyConnection(app, "C", config=FAST))
+    await conn.open()
+    await conn.wait_ready(5)
+    conn.report_failure(OSError("subscriber lost"))
+    conn.report_failure(OSError("publisher lost"))  # same turn of the loop, before the reconnect task ran
+    assert conn.state is S.RECONNECTING and conn.failure_count == 1
+    await conn.wait_ready(5)
+    assert conn.connect_calls == 2 and conn.disconnect_calls == 1
+    await conn.close()

@@ -79,14 +79,62 @@ def pipeline(app: bspump.BSPumpApplication, source: Any, sink: Any, config: dict
     return p
 
 
-async def test_commits_at_drain_every_acknowledged_position() -> None:
+async def test_commits_each_partitions_first_batch_at_once_and_the_rest_at_drain() -> None:
     app = make_app()
-    batches = [("a", [1, 2]), ("b", [3]), ("a", [4])]
+    batches = [("a", [1, 2]), ("b", [3]), ("a", [4]), ("b", [5]), ("a", [6])]
     p = pipeline(app, lambda p: Partitions(app, p, batches=batches, config={"commit_interval": "1h"}),
                  lambda p: bspump.MemorySink(app, p))
     assert await run_app(app) == 0
-    assert p.sources[0].committed == [{"a": 3, "b": 1}]  # one commit, at drain
-    assert p.sources[0].commits == 1
+    # a process killed within its first hour re-reads only what came after each partition's first batch
+    assert p.sources[0].committed == [{"a": 2}, {"b": 1}, {"a": 4, "b": 2}]
+    assert p.sources[0].commits == 3
+
+
+async def test_the_first_commit_waits_for_the_acknowledgement_then_comes_at_once() -> None:
+    app = make_app()
+    p = pipeline(app, lambda p: Partitions(app, p, batches=[("a", ["held"]), ("a", [1])], linger=True,
+                                           config={"commit_interval": "1h"}),
+                 lambda p: GateSink(app, p, hold={"held"}))
+    source = p.sources[0]
+    task = asyncio.create_task(run_app(app))
+    await wait_for(lambda: p.sink.held)
+    await source.maybe_commit()
+    assert source.committed == []  # nothing acknowledged yet: nothing to commit
+    p.sink.release()
+    await source.maybe_commit()  # what the source's read loop calls after its next fetch
+    assert source.committed == [{"a": 2}]
+    app.stop()
+    assert await task == 0
+
+
+async def test_a_first_commit_that_fails_leaves_the_next_ones_to_the_interval() -> None:
+    app = make_app()
+    batches = [("a", [1]), ("a", [2]), ("a", [3])]
+    p = pipeline(app, lambda p: Partitions(app, p, batches=batches, commit_errors=[ValueError("not authorised")],
+                                           config={"commit_interval": "1h"}),
+                 lambda p: bspump.MemorySink(app, p))
+    assert await run_app(app) == 0
+    assert p.sources[0].committed == [{"a": 3}]  # one attempt at the first batch, then only at drain
+
+
+async def test_a_partition_assigned_again_commits_its_first_batch_at_once() -> None:
+    app = make_app()
+    p = pipeline(app, lambda p: Partitions(app, p, config={"commit_interval": "1h"}, linger=True),
+                 lambda p: bspump.MemorySink(app, p))
+    source = p.sources[0]
+    task = asyncio.create_task(run_app(app))
+    await wait_for(lambda: p.state is bspump.PipelineState.RUNNING)
+    await source.emit([1], delivery=source.track({"a": 1}))
+    await source.maybe_commit()
+    await source.emit([2], delivery=source.track({"a": 2}))
+    await source.maybe_commit()
+    assert source.committed == [{"a": 1}]  # the second batch waits for the interval
+    assert await source.revoke(["a"], timeout=1) == {"a": 2}  # a rebalance takes it away...
+    await source.emit([3], delivery=source.track({"a": 3}))  # ...and gives it back
+    await source.maybe_commit()
+    assert source.committed == [{"a": 1}, {"a": 3}]
+    app.stop()
+    assert await task == 0
 
 
 async def test_never_commits_past_an_unacknowledged_event() -> None:
@@ -158,7 +206,8 @@ async def test_revoke_waits_for_in_flight_events_then_returns_their_positions() 
     assert source.tracker.pending(["a"]) == 0
     app.stop()
     assert await task == 0
-    assert source.committed == [{"b": 1}]  # a was handed to the caller of revoke, not committed again
+    # each partition's first batch was committed at once; a's second went to the caller of revoke, not committed
+    assert source.committed == [{"a": 1}, {"b": 1}]
 
 
 async def test_positions_survive_a_restart_through_the_checkpoint_store(tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ import pytest
 
 from bspump.cli import main
 from bspump.plugins import Plugins
-from bspump.template import MAX_NAME_LENGTH, TemplateError, new_plugin, plugin_names
+from bspump.template import MAX_NAME_LENGTH, TemplateError, new_plugin, next_breaking, plugin_names
 from bspump.version import __version__
 
 FILES = [
@@ -66,8 +66,10 @@ def test_pyproject_declares_the_entry_point_and_the_test_extra(tmp_path: Path) -
     core = __version__.split("+")[0]
     assert project["build-system"]["build-backend"] == "hatchling.build"
     assert project["project"]["name"] == "bspump-my-store"
-    assert project["project"]["dependencies"] == [f"bspump-core>={core}"]
-    assert project["project"]["optional-dependencies"]["test"] == [f"bspump-core[testing]>={core}", "pytest>=8"]
+    upper = next_breaking(core)
+    assert project["project"]["dependencies"] == [f"bspump-core>={core},<{upper}"]
+    assert project["project"]["optional-dependencies"]["test"] == [f"bspump-core[testing]>={core},<{upper}",
+                                                                   "pytest>=8"]
     assert project["project"]["entry-points"]["bspump"] == {"my_store": "bspump_my_store.plugin"}
     assert project["tool"]["hatch"]["build"]["targets"]["wheel"]["packages"] == ["src/bspump_my_store"]
     assert project["tool"]["mypy"]["strict"] is True
@@ -103,6 +105,11 @@ def test_unusable_names_are_refused_before_anything_is_written(tmp_path: Path, n
     with pytest.raises(TemplateError, match=problem):
         new_plugin(name, tmp_path)
     assert list(tmp_path.iterdir()) == []
+
+@pytest.mark.parametrize(("version", "upper"), [("0.1.0", "0.2"), ("0.9.4", "0.10"), ("1.4.0", "2"),
+                                                 ("0.0.0+source", "0.1"), ("2.0.0rc1", "3")])
+def test_a_plugin_admits_the_core_up_to_its_next_breaking_release(version: str, upper: str) -> None:
+    assert next_breaking(version) == upper
 
 
 def test_an_existing_folder_is_never_overwritten(tmp_path: Path) -> None:

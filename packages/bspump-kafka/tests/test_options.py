@@ -322,6 +322,22 @@ def test_confluent_clients_hash_keys_like_java_and_reconnect_quickly() -> None:
     assert confluent_common(connection().options)["reconnect.backoff.ms"] == 20
 
 
+def test_librdkafkas_reconnect_backoff_is_capped_at_the_connections_reconnect_max() -> None:
+    """librdkafka reconnects on its own: no longer apart than bspump's connection would probe."""
+    assert confluent_common(connection({"reconnect_max": "2s"}).options)["reconnect.backoff.max.ms"] == 2000
+    assert confluent_common(connection().options)["reconnect.backoff.max.ms"] == 30000
+
+
+def test_group_instance_id_makes_a_static_member_on_both_clients() -> None:
+    source, _ = pipeline_with({"topics": "in", "group_instance_id": "worker-1"})
+    assert source.settings.group_instance_id == "worker-1"
+    assert aiokafka_consumer(source.settings)["group_instance_id"] == "worker-1"
+    assert confluent_consumer(source.settings)["group.instance.id"] == "worker-1"
+    dynamic, _ = pipeline_with()
+    assert aiokafka_consumer(dynamic.settings)["group_instance_id"] is None
+    assert "group.instance.id" not in confluent_consumer(dynamic.settings)
+
+
 def _metadata(topics: dict[str, Any]) -> Any:
     from types import SimpleNamespace
 

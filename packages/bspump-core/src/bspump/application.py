@@ -53,8 +53,10 @@ class BSPumpApplication:
 
     ``config`` is the path of a pipelines.conf (or a loaded :class:`~bspump.config.PipelinesConfig`);
     without it, ``$BSPUMP_CONFIG`` or a ``pipelines.conf`` in the working directory is used if present.
-    ``load_plugins=False`` skips installed plugins (core types stay available). SIGINT and SIGTERM stop
-    gracefully: sources stop, in-flight events drain, sinks flush, positions commit, connections close.
+    ``load_plugins=False`` skips installed plugins (core types stay available). The application ends when
+    every pipeline finished, unless ``stop_when_finished=False`` (it then runs until stopped, and pipelines
+    added meanwhile start at once). SIGINT and SIGTERM stop gracefully (unless ``handle_signals=False``):
+    sources stop, in-flight events drain, sinks flush, positions commit, connections close.
     A second signal during that stop forces it: the draining is abandoned, connections get
     ``FORCED_STOP_CLOSE_TIMEOUT`` seconds to close, and the exit code is 128 + the signal's number (130 for
     SIGINT, 143 for SIGTERM); :attr:`forced_stop` is then true.
@@ -69,7 +71,13 @@ class BSPumpApplication:
         *,
         environ: Mapping[str, str] | None = None,
         load_plugins: bool = True,
+        stop_when_finished: bool = True,
+        handle_signals: bool = True,
     ) -> None:
+        #: The application ends once every pipeline finished; a notebook keeps it running for the next ones.
+        self.stop_when_finished = stop_when_finished
+        #: SIGINT/SIGTERM stop the application; a notebook leaves them to its kernel (interrupt stays its own).
+        self.handle_signals = handle_signals
         self.environ: Mapping[str, str] = os.environ if environ is None else environ
         self.config = _load(config, self.environ)
         #: Every configured secret value (from the file and from ``config=`` of components built in code):
@@ -245,7 +253,7 @@ class BSPumpApplication:
             await asyncio.wait((starting, stopped), return_when=asyncio.FIRST_COMPLETED)
             if starting.done():
                 starting.result()  # raises the start-up failure, if any
-                if self.pump_service.all_finished():
+                if self.stop_when_finished and self.pump_service.all_finished():
                     stop_requested.set()
                 await stopped
         finally:
@@ -310,8 +318,8 @@ class BSPumpApplication:
             loop.call_soon_threadsafe(event.set)
 
     def pipeline_finished(self, pipeline: Pipeline) -> None:
-        """Called by each pipeline when it stops; the application ends once all have."""
-        if self.pump_service.all_finished():
+        """Called by each pipeline when it stops; the application ends once all have (``stop_when_finished``)."""
+        if self.stop_when_finished and self.pump_service.all_finished():
             self.stop()
 
     def start_pipeline_soon(self, pipeline: Pipeline) -> None:
@@ -319,7 +327,7 @@ class BSPumpApplication:
         self._pending_starts.append(asyncio.get_running_loop().create_task(pipeline.start()))
 
     def _install_signal_handlers(self) -> list[signal.Signals]:
-        if threading.current_thread() is not threading.main_thread():
+        if not self.handle_signals or threading.current_thread() is not threading.main_thread():
             return []
         loop = asyncio.get_running_loop()
         installed = []

@@ -178,6 +178,9 @@ class Connection(abc.ABC):
         self.failure_count += 1
         self.last_error = error
         log.warning("connection %r: failure reported (%s); reconnecting", self.id, describe_error(error))
+        # Leave READY at once: a second report in the same turn of the loop (two clients of one connection, a
+        # sink and a source noticing together) must not start a second reconnect loop beside this one.
+        self._set_state(ConnectionState.RECONNECTING)
         self._task = asyncio.create_task(self._connect_loop(reconnect=True), name=f"reconnect:{self.id}")
         self._task.add_done_callback(self._loop_done)
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable, Hashable, Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from typing import Any, Generic, Protocol, TypeVar
 
 P = TypeVar("P", bound=Hashable)
@@ -143,6 +144,10 @@ class PositionTracker(Generic[P]):
         result = {p: self._committable[p] for p in wanted}
         self._changed.difference_update(result)
         return result
+
+    def advanced(self) -> AbstractSet[P]:
+        """The partitions whose position advanced since the last :meth:`take_committable` (a live view)."""
+        return self._changed
 
     def committed_view(self) -> dict[P, Any]:
         """Every partition's highest contiguous acknowledged position so far."""

@@ -6,7 +6,7 @@ import asyncio
 import enum
 import logging
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .backoff import Backoff
@@ -137,6 +137,7 @@ class Pipeline:
         self.policies = PolicyEnforcer(self)
         self.started_at: float | None = None
         self.stopped_at: float | None = None
+        self._taps: list[Callable[[list[Any]], None]] = []
 
     # -- assembly ---------------------------------------------------------------------------------------
     def build(
@@ -292,6 +293,8 @@ class Pipeline:
             if self.in_flight >= self.max_in_flight:
                 self.throttle("in flight")
             sink.counters.events_in += n
+            for tap in self._taps:
+                tap(batch.events)
             sink.put(batch)
         delivery.seal()
 
@@ -570,6 +573,9 @@ class Pipeline:
                 if connection not in self._connections:
                     self._connections.append(connection)
                     connection.acquire(self)
+                    # Opened by the PumpService at start already; a pipeline added to a running application
+                    # (a notebook) may use a connection registered after that.
+                    await connection.open()
                     connection.add_listener(self._connection_changed)
                     if not connection.ready:
                         self.throttle(f"connection {connection.id}")
@@ -596,7 +602,9 @@ class Pipeline:
             return
         error = task.exception()
         if error is not None and not isinstance(error, PipelineStoppedError):
-            log.error("pipeline %r: source task %s crashed", self.id, task.get_name(), exc_info=error)
+            # One line, like a crashed sink writer: the traceback only for whoever asked for debug output.
+            log.error("pipeline %r: source task %s crashed: %s", self.id, task.get_name(), describe_error(error))
+            log.debug("pipeline %r: source task %s traceback", self.id, task.get_name(), exc_info=error)
             self.fail(error)
             return
         if self.state is PipelineState.RUNNING and all(t.done() for t in self._source_tasks):
@@ -682,6 +690,14 @@ class Pipeline:
         return self._finished.is_set()
 
     # -- observation ----------------------------------------------------------------------------------------
+    def add_tap(self, tap: Callable[[list[Any]], None]) -> None:
+        """Call ``tap(events)`` with each batch the processors handed to the sink, before the sink takes it.
+
+        For observation (a notebook keeps a sample of recent events): it runs on the event loop, once per batch,
+        so it must be quick, and it must neither change nor keep the list (copy what it keeps).
+        """
+        self._taps.append(tap)
+
     def metrics(self) -> dict[str, Any]:
         """Counters of the pipeline and each component, plus events in flight and the rate."""
         snapshot: dict[str, Any] = self.counters.snapshot()

@@ -26,7 +26,9 @@ class PositionedSource(Source, Generic[P]):
 
     1. ``delivery = self.track({partition: position_after_this_batch, ...})``,
     2. ``await self.emit(events, ..., delivery=delivery)``,
-    3. ``await self.maybe_commit()`` (commits when ``commit_interval`` passed).
+    3. ``await self.maybe_commit()`` (commits when ``commit_interval`` passed, and at once when a partition's
+       first batch since it was assigned, or since the source started, was acknowledged: a process killed
+       early in its first interval then does not read again everything it had already done).
 
     While the pipeline is throttled it awaits :meth:`wait_ready` (which keeps committing, and keeps the
     client's session alive through ``keepalive``). The base commits at stop too (:meth:`on_drained`), and
@@ -46,6 +48,8 @@ class PositionedSource(Source, Generic[P]):
 
     _bspump_base: ClassVar[bool] = True
     ConfigDefaults: ClassVar[dict[str, Any]] = {"commit_interval": Seconds(1.0, min=0.0)}
+    #: Seconds between looks for a first acknowledged batch while the pipeline is throttled before any commit.
+    FIRST_COMMIT_POLL: ClassVar[float] = 0.05
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -56,6 +60,9 @@ class PositionedSource(Source, Generic[P]):
         self._uncommitted: dict[P, Any] = {}
         self._stored: dict[P, Any] = {}  # what the checkpoint store holds for this source
         self._next_commit: float | None = None
+        # Partitions whose commit was attempted since they were assigned (or since the start): the others
+        # commit at once. Attempted, not succeeded: a commit that keeps failing waits for the interval.
+        self._committed_partitions: set[P] = set()
         #: Successful commits so far.
         self.commits = 0
 
@@ -66,11 +73,12 @@ class PositionedSource(Source, Generic[P]):
         return self.tracker.track(positions)
 
     async def maybe_commit(self) -> None:
-        """Commit if ``commit_interval`` passed since the last commit; call it after each emitted batch."""
+        """Commit if ``commit_interval`` passed since the last commit, or if a partition not committed since it
+        was assigned has an acknowledged position (its first batch); call it after each emitted batch."""
         now = asyncio.get_running_loop().time()
         if self._next_commit is None:
             self._next_commit = now + self.commit_interval
-        elif now >= self._next_commit:
+        if now >= self._next_commit or not self.tracker.advanced() <= self._committed_partitions:
             self._next_commit = now + self.commit_interval
             await self.commit()
 
@@ -88,6 +96,8 @@ class PositionedSource(Source, Generic[P]):
         tick = self.commit_interval if keepalive_interval is None else min(self.commit_interval, keepalive_interval)
         tick = max(tick, 0.01)
         while not pipeline.ready:
+            if not self._committed_partitions:  # the first commit is due as soon as a batch is acknowledged
+                tick = min(tick, self.FIRST_COMMIT_POLL)
             try:
                 async with asyncio.timeout(tick):  # not wait_for: it can swallow a cancellation on 3.11
                     await pipeline.wait_ready()
@@ -114,6 +124,7 @@ class PositionedSource(Source, Generic[P]):
         pending.clear()  # positions of partitions no longer owned belong to their new owner
         if not positions:
             return
+        self._committed_partitions.update(positions)
         try:
             await self.commit_positions(positions)
         except asyncio.CancelledError:
@@ -174,6 +185,7 @@ class PositionedSource(Source, Generic[P]):
         self._uncommitted.update(self.tracker.take_committable())
         positions = {p: self._uncommitted.pop(p) for p in partitions if p in self._uncommitted}
         self.tracker.forget(partitions)
+        self._committed_partitions.difference_update(partitions)  # if assigned again: first commit at once
         return positions
 
     async def on_drained(self) -> None:

@@ -75,6 +75,12 @@ _KEY_SUFFIXES_NOT_SECRET: Final = ("_context_key",)  # topic_context_key: the na
 # is everything before the last '@' (so an '@' left unencoded in a password is still hidden).
 _AUTHORITY: Final = re.compile(r"[^/\s'\"<>]*")
 _SCHEME_CHARS: Final = frozenset("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789+.-")
+# Schemes whose userinfo without a password is a user name (postgresql://postgres@db), not a token as in
+# https://TOKEN@host: masking it would hide every occurrence of a common word such as "postgres".
+_USER_NAME_SCHEMES: Final = frozenset({
+    "postgresql", "postgres", "mongodb", "mongodb+srv", "mysql", "mariadb", "redis", "rediss", "amqp", "amqps",
+    "mqtt", "mqtts", "ssh", "sftp", "ftp", "ftps", "kafka", "nats", "tcp", "tls", "ssl",
+})
 # name=value pairs of libpq DSNs ("host=h password=x") and query strings ("?token=x&..."); the name
 # is checked with is_secret(). The look-behind (not \b) keeps the scan linear on 'a-b-c-...'.
 _KV_PAIR: Final = re.compile(
@@ -118,8 +124,17 @@ def _userinfos(text: str) -> Iterator[tuple[int, int, int]]:
         at = text.rfind("@", start, end)
         if at > start and i > 0 and text[i - 1] in _SCHEME_CHARS:
             colon = text.find(":", start, at)
-            yield start, colon, at
+            if colon >= 0 or _scheme_before(text, i) not in _USER_NAME_SCHEMES:
+                yield start, colon, at
         i = text.find("://", max(end, start))
+
+
+def _scheme_before(text: str, separator: int) -> str:
+    """The URL scheme that ends at ``separator`` (the index of its '://'), lower-cased."""
+    begin = separator
+    while begin > 0 and text[begin - 1] in _SCHEME_CHARS and separator - begin < 32:
+        begin -= 1
+    return text[begin:separator].lower()
 
 
 def _redact_urls(text: str) -> str:
@@ -147,7 +162,8 @@ def redact_value(value: str) -> str:
     """Hide credentials embedded anywhere in a text (a value, an exception message, a traceback).
 
     - URL userinfo: ``postgresql://u:p@h/db`` -> ``postgresql://u:***@h/db``;
-      ``https://TOKEN@host/x`` -> ``https://***@host/x``;
+      ``https://TOKEN@host/x`` -> ``https://***@host/x`` (but ``postgresql://postgres@h/db`` is left
+      alone: for database and broker schemes a userinfo without password is a user name);
     - ``name=value`` pairs whose name is a secret (:func:`is_secret`), as in libpq DSNs
       (``host=h password=x``) and query strings (``?access_token=x&y=1``).
     """

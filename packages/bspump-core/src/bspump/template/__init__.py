@@ -9,7 +9,8 @@ pass as they are; an author replaces the SQLite calls with a client of their own
 The files come from ``files/`` beside this module, which mirrors the distribution: ``src/package`` becomes
 ``src/bspump_NAME``, ``gitignore`` becomes ``.gitignore``, and the ``.tmpl`` suffix is dropped. In their text,
 ``{{name}}`` (``my_store``), ``{{Name}}`` (``MyStore``, the prefix of the class names), ``{{package}}``
-(``bspump_my_store``), ``{{distribution}}`` (``bspump-my-store``) and ``{{core_version}}`` are replaced.
+(``bspump_my_store``), ``{{distribution}}`` (``bspump-my-store``), ``{{core_version}}`` and ``{{core_next}}``
+(the first core release that may break the plugin) are replaced.
 """
 
 from __future__ import annotations
@@ -63,7 +64,15 @@ class PluginNames:
             "package": self.package,
             "distribution": self.distribution,
             "core_version": __version__.split("+")[0],  # a requirement cannot name a local version
+            "core_next": next_breaking(__version__),
         }
+
+
+def next_breaking(version: str) -> str:
+    """The first core release that may break a plugin written for ``version``: the next minor release while the
+    core is at 0.x (``0.1.3`` -> ``0.2``), the next major release after (``1.4.0`` -> ``2``)."""
+    major, minor = (int(part) for part in [*re.findall(r"\d+", version.split("+")[0]), "0", "0"][:2])
+    return f"0.{minor + 1}" if major == 0 else str(major + 1)
 
 
 def plugin_names(name: str) -> PluginNames:

@@ -47,6 +47,19 @@ RevokeHandler = Callable[[list[Partition]], Coroutine[Any, Any, dict[Partition, 
 AssignHandler = Callable[[list[Partition]], None]
 
 
+class LinkGate(Protocol):
+    """What a client calls when it finds the cluster unreachable (the :class:`KafkaConnection` it belongs to)."""
+
+    async def wait_for_link(self, error: BaseException | None) -> None:
+        """Return once the cluster is reachable again: the connection reconnects with its own backoff, and a
+        client library that would retry at once waits here instead."""
+        ...
+
+    def link_restored(self) -> None:
+        """The client reached the cluster again (its next wait starts from the shortest delay)."""
+        ...
+
+
 class PartitionTurns:
     """Round robin per topic: which of a topic's ``count`` partitions the next call's unkeyed records go to
     (all of them to one, the next call to the next one), as both producers place unkeyed records."""
@@ -113,9 +126,14 @@ class Backend(Protocol):
         on_assign: AssignHandler,
         on_revoke: RevokeHandler,
         revoke_timeout: float,
+        link: LinkGate,
     ) -> ConsumerClient: ...
 
-    def producer(self, options: ClientOptions, settings: ProducerSettings) -> ProducerClient: ...
+    def producer(self, options: ClientOptions, settings: ProducerSettings, link: LinkGate) -> ProducerClient: ...
+
+    def limit_logs(self, interval: float) -> None:
+        """Rate-limit the client library's log records (one line per distinct message per ``interval``)."""
+        ...
 
     async def probe(self, options: ClientOptions, timeout: float) -> None: ...
 

@@ -15,8 +15,9 @@ import logging
 from confluent_kafka.admin import AdminClient
 
 from bspump import ErrorKind
+from bspump.log_limit import limit_logger_rate
 
-from .backend import AssignHandler, RevokeHandler
+from .backend import AssignHandler, LinkGate, RevokeHandler
 from .confluent_consumer import ConfluentConsumer
 from .confluent_errors import _LINK_CODES, _TRANSIENT_CODES, _kafka_error
 from .confluent_producer import ConfluentProducer
@@ -37,11 +38,18 @@ class ConfluentBackend:
         on_assign: AssignHandler,
         on_revoke: RevokeHandler,
         revoke_timeout: float,
+        link: LinkGate,
     ) -> ConfluentConsumer:
         return ConfluentConsumer(options, settings, on_assign, on_revoke, revoke_timeout)
 
-    def producer(self, options: ClientOptions, settings: ProducerSettings) -> ConfluentProducer:
+    def producer(self, options: ClientOptions, settings: ProducerSettings, link: LinkGate) -> ConfluentProducer:
+        """librdkafka reconnects on its own, with a backoff capped at the connection's ``reconnect_max``
+        (``reconnect.backoff.max.ms``): it does not spin, so ``link`` is not needed."""
         return ConfluentProducer(options, settings)
+
+    def limit_logs(self, interval: float) -> None:
+        """librdkafka's log lines arrive through the ``bspump.kafka.librdkafka`` logger."""
+        limit_logger_rate(librdkafka_log.name, interval)
 
     async def probe(self, options: ClientOptions, timeout: float) -> None:
         """Fetch cluster metadata once (in a thread): proves the address, TLS and credentials work."""

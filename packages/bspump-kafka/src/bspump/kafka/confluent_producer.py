@@ -27,28 +27,42 @@ librdkafka_log = logging.getLogger("bspump.kafka.librdkafka")
 
 
 class _SendState:
-    """Delivery reports of one ``send`` call; librdkafka calls it from ``poll`` on the event loop.
+    """Delivery reports of one ``send`` call; librdkafka calls ``report`` from ``poll`` on the event loop.
 
     One callable per call rather than one closure per record: a failed record is found again by its
     encoded value and key (only when something failed, which is rare), not by an index bound per record.
+    ``report`` is a plain closure: librdkafka calls it once per record, and a closure call costs about half
+    of a ``__call__`` on an instance (~40 ns less per record). ``seal(n)`` says how many were enqueued.
     """
 
-    __slots__ = ("done", "expected", "failures", "out", "refused", "settled")
+    __slots__ = ("done", "failures", "out", "refused", "report", "seal")
 
     def __init__(self, done: SendDone, out: OutBatch) -> None:
         self.done = done
         self.out = out
         self.failures: list[tuple[int, BaseException]] = []
         self.refused: list[tuple[bytes | None, bytes | None, KafkaError]] = []
-        self.settled = 0
-        self.expected = -1  # set once every record is enqueued
+        refused = self.refused
+        finish = self.finish
+        settled = 0
+        expected = -1  # set by seal() once every record is enqueued
 
-    def __call__(self, error: KafkaError | None, message: Any) -> None:
-        if error is not None:
-            self.refused.append((message.value(), message.key(), error))
-        self.settled += 1
-        if self.settled == self.expected:
-            self.finish()
+        def report(error: KafkaError | None, message: Any) -> None:
+            nonlocal settled
+            settled += 1
+            if error is not None:
+                refused.append((message.value(), message.key(), error))
+            if settled == expected:
+                finish()
+
+        def seal(enqueued: int) -> None:
+            nonlocal expected
+            expected = enqueued
+            if settled == enqueued:  # every report already arrived during a BufferError poll
+                finish()
+
+        self.report = report
+        self.seal = seal
 
     def finish(self) -> None:
         if self.refused:
@@ -178,16 +192,14 @@ class ConfluentProducer:
         if enqueued == 0:
             done(state.failures)
             return
-        state.expected = enqueued
-        if state.settled == enqueued:  # every report already arrived during a BufferError poll
-            state.finish()
+        state.seal(enqueued)
         self._wake.set()
 
     async def _produce_batch(self, producer: Producer, topic: str, records: list[dict[str, Any]],
                              partition: int, state: _SendState) -> int:
         """One ``produce_batch`` call (no Python loop per record); records it refused are retried one by one
         when librdkafka's queue was full, and fail otherwise. Returns how many records were enqueued."""
-        enqueued: int = producer.produce_batch(topic, records, partition, state)
+        enqueued: int = producer.produce_batch(topic, records, partition, state.report)
         if enqueued == len(records):
             return enqueued
         for index, record in enumerate(records):
@@ -197,7 +209,7 @@ class ConfluentProducer:
             if error.code() != KafkaError._QUEUE_FULL:
                 state.failures.append((index, KafkaException(error)))
                 continue
-            retry = (topic, record["value"], record.get("key"), partition, state, None, 0, None)
+            retry = (topic, record["value"], record.get("key"), partition, state.report, None, 0, None)
             if await self._produce_when_room(producer, retry, state, index):
                 enqueued += 1
         return enqueued
@@ -232,9 +244,9 @@ class ConfluentProducer:
                 # Positional (topic, value, key, partition, callback, on_delivery, timestamp, headers): keyword
                 # arguments cost confluent-kafka ~300 ns more per record. `callback` it must be: confluent-kafka
                 # ignores on_delivery when callback is passed, even as None.
-                produce(topic, value, key, partition, state, None, 0, record_headers)
+                produce(topic, value, key, partition, state.report, None, 0, record_headers)
             except BufferError:  # librdkafka's queue is full: serve reports, let it drain, try again
-                record = (topic, value, key, partition, state, None, 0, record_headers)
+                record = (topic, value, key, partition, state.report, None, 0, record_headers)
                 if not await self._produce_when_room(producer, record, state, index):
                     continue
             except (KafkaException, TypeError, ValueError) as exc:

@@ -122,7 +122,7 @@ class KafkaSink(bspump.StreamingSink):
 
     async def _start_producer(self) -> ProducerClient:
         kafka = self.kafka
-        producer = kafka.backend.producer(kafka.options, self.settings)
+        producer = kafka.backend.producer(kafka.options, self.settings, kafka)
         await producer.start()  # a producer that fails to start releases what it opened
         return producer
 

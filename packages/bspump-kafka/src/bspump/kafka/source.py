@@ -41,7 +41,15 @@ class KafkaSource(bspump.PositionedSource[Partition]):
     (paused) meanwhile, so that it stays in its group.
 
     ``group_id`` defaults to the pipeline ID, so the same pipeline started in several processes forms
-    one consumer group and shares the partitions. ``auto_offset_reset`` defaults to ``earliest``: a new
+    one consumer group and shares the partitions. ``group_instance_id`` makes the member static: set it
+    when a process manager (systemd, a Kubernetes StatefulSet, supervisord) restarts the same instance, to
+    a name unique in the group and stable across restarts (``${HOSTNAME}``, ``worker-1``). A member
+    restarted with the same id within ``session_timeout_ms`` takes its partitions back at once, instead of
+    waiting for the broker to expire its previous self (a whole session timeout, during which those
+    partitions are read by nobody) and for a rebalance of the whole group. A static member does not leave
+    the group when it stops, so its partitions move to the others only after ``session_timeout_ms``:
+    leave it empty where instances come and go (autoscaling), and never give two running processes the
+    same id (the broker fences the older one). ``auto_offset_reset`` defaults to ``earliest``: a new
     group reads what is already in the topic rather than silently skipping it.
 
     Other keys: ``key_format`` (``bytes`` or ``text``: how the context's ``key`` is given);
@@ -56,6 +64,7 @@ class KafkaSource(bspump.PositionedSource[Partition]):
         "topics": [],
         "topic_pattern": "",
         "group_id": "",
+        "group_instance_id": "",
         "auto_offset_reset": Choice("earliest", OFFSET_RESETS, aliases={"smallest": "earliest", "largest": "latest"}),
         "format": Choice("bytes", FORMATS, aliases={"utf-8": "text", "utf8": "text", "raw": "bytes"}),
         "key_format": Choice("bytes", KEY_FORMATS, aliases={"utf-8": "text", "utf8": "text"}),
@@ -101,6 +110,7 @@ class KafkaSource(bspump.PositionedSource[Partition]):
         self.revoke_timeout = config.getseconds("revoke_timeout")
         self.settings = ConsumerSettings(
             group_id=str(config.get("group_id") or "") or str(getattr(pipeline, "id", "") or self.id),
+            group_instance_id=str(config.get("group_instance_id") or ""),
             topics=topics,
             topic_pattern=pattern,
             auto_offset_reset=config.getchoice("auto_offset_reset"),
@@ -126,14 +136,16 @@ class KafkaSource(bspump.PositionedSource[Partition]):
     # -- reading ------------------------------------------------------------------------------------------
     async def main(self) -> None:
         self.client = await self.start_client(self._start_consumer, "the consumer")
-        log.info("%s: consuming %s as group %r", self.qualified_id,
-                 self.settings.topic_pattern or ",".join(self.settings.topics), self.group_id)
+        instance = self.settings.group_instance_id
+        log.info("%s: consuming %s as group %r%s", self.qualified_id,
+                 self.settings.topic_pattern or ",".join(self.settings.topics), self.group_id,
+                 f", static member {instance!r}" if instance else "")
         await self._consume(self.client)
 
     async def _start_consumer(self) -> ConsumerClient:
         kafka = self.kafka
         client = kafka.backend.consumer(kafka.options, self.settings, self._assigned, self._revoked,
-                                        self.revoke_timeout)
+                                        self.revoke_timeout, kafka)
         try:
             await client.start()
         except BaseException:

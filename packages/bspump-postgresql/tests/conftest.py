@@ -1,0 +1,1 @@
+"""Unit tests of bspump-postgresql: no server; recorded server messages stand in for PostgreSQL."""
