@@ -10,12 +10,12 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 import bspump
 from bspump.config import Int, Seconds
-from elasticsearch import AsyncElasticsearch
 
 from .errors import classify_es_error
 
 if TYPE_CHECKING:
     from bspump import BSPumpApplication
+    from elasticsearch import AsyncElasticsearch
 
 log = logging.getLogger("bspump.elasticsearch")
 
@@ -146,6 +146,8 @@ class ElasticSearchConnection(bspump.Connection):
 
     def make_client(self) -> AsyncElasticsearch:
         """A new client with this connection's settings (the connection's own one is :attr:`client`)."""
+        from elasticsearch import AsyncElasticsearch  # here: importing the client takes most of a second
+
         options: dict[str, Any] = {
             "request_timeout": self.request_timeout,
             "max_retries": self.max_retries,

@@ -4,10 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-import elastic_transport
-
 from bspump.failures import ErrorKind, classify_error
-from elasticsearch import ApiError
 
 #: Answers that a later attempt may not get: the cluster was busy (429), timed out (408, 504) or is
 #: missing a shard or a node for the moment (5xx).
@@ -81,6 +78,11 @@ def classify_es_error(error: BaseException) -> ErrorKind:
     if isinstance(error, BulkItemError):
         transient = is_transient_status(error.status) or error.error_type in TRANSIENT_ERROR_TYPES
         return ErrorKind.TRANSIENT if transient else ErrorKind.PERMANENT
+    # Imported here, not with the module: the plugin module (loaded by every bspump command) stays light.
+    import elastic_transport
+
+    from elasticsearch import ApiError
+
     if isinstance(error, elastic_transport.ConnectionTimeout):
         return ErrorKind.TRANSIENT
     if isinstance(error, elastic_transport.ConnectionError):

@@ -11,7 +11,6 @@ from typing import TYPE_CHECKING, Any, ClassVar, cast
 import bspump
 from bspump.config import Choice, Int, Seconds
 from bspump.failures import ErrorKind
-from elasticsearch import ApiError
 
 from .actions import OP_TYPES, ActionSpec, EncodeError, IndexName, encode_actions
 from .connection import ElasticSearchConnection
@@ -282,6 +281,8 @@ class ElasticSearchSink(bspump.AsyncSink):
 
     async def _send(self, chunk: list[int], lines: Sequence[bytes | EncodeError]) -> list[bspump.ItemFailure]:
         """One bulk request for the events at ``chunk``; the failures of those the cluster did not write."""
+        from elasticsearch import ApiError  # not at module level: see errors.classify_es_error
+
         body = b"".join(cast(bytes, lines[i]) for i in chunk)
         self.requests += 1
         client = self.es.current_client

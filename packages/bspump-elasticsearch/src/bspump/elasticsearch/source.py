@@ -13,7 +13,6 @@ import orjson
 import bspump
 from bspump import context as keys
 from bspump.config import Int, Seconds
-from elasticsearch import ApiError
 
 from .actions import EncodeError, field_value
 from .connection import ElasticSearchConnection
@@ -127,6 +126,8 @@ class ElasticSearchSource(bspump.PositionedSource[str]):
     async def read_pass(self) -> bool:
         """Read every matching document after :attr:`cursor`, on a point in time where possible; False when
         the point in time expired before the end (the caller starts a new pass from the cursor)."""
+        from elasticsearch import ApiError  # not at module level: see errors.classify_es_error
+
         pit = await self.start_client(self._open_pit, "a point in time") if self.use_pit else None
         query = self._query_after()
         try:
@@ -204,6 +205,8 @@ class ElasticSearchSource(bspump.PositionedSource[str]):
 
     # -- client calls -------------------------------------------------------------------------------------
     async def _open_pit(self) -> str | None:
+        from elasticsearch import ApiError
+
         try:
             response = await self.es.client.open_point_in_time(index=self.index, keep_alive=self.keep_alive)
         except ApiError as exc:
