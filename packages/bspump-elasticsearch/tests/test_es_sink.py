@@ -293,3 +293,28 @@ async def test_without_linger_every_batch_has_its_own_request() -> None:
         batches = [kafka_items([{"n": i}], start=i) for i in range(4)]
         _, _, _, source = await run_sink(cluster, batches, bulk_linger=0)
     assert len(cluster.bulks()) == 4 and source.completed == [0, 1, 2, 3]
+
+
+async def test_as_dead_letter_sink_documents_carry_why_they_failed() -> None:
+    """A pipeline whose dead letters go to Elasticsearch: the refused event is written there with the error,
+    and with the _id of its source position."""
+    async with FakeCluster(bulk_replies=[(200, recorded("bulk_mixed"))]) as cluster:
+        app = make_app()
+        app.get_service("bspump.PumpService").add_connection(ElasticSearchConnection(
+            app, "ESConnection", config={"url": cluster.url}))
+        pipeline = bspump.Pipeline(app, "P", config={"error_policy": "dead-letter", "retry_backoff": "5ms"})
+        source = ItemSource(app, pipeline, batches=[kafka_items([{"n": i} for i in range(6)])])
+        sink = ElasticSearchSink(app, pipeline, connection="ESConnection", config={"index": "events",
+                                                                                   "op_type": "create"})
+        letters = ElasticSearchSink(app, pipeline, id="Letters", connection="ESConnection",
+                                    config={"index": "dead-letters"})
+        pipeline.build(source, sink, dead_letter=letters)
+        app.pump_service.add_pipeline(pipeline)
+        assert await run_app(app, timeout=20) == 0
+    (request,) = [r for r in cluster.bulks() if r.path == "/dead-letters/_bulk"]
+    (document,) = request.documents()
+    assert document["n"] == 3 and document["bspump_dead_letter"]["error"].startswith("BulkItemError: 400 ")
+    assert document["bspump_dead_letter"]["error_component"] == "P.ElasticSearchSink"
+    first = next(r for r in cluster.bulks() if r.path == "/events/_bulk")
+    assert request.actions()[0]["index"]["_id"] == first.actions()[3]["create"]["_id"]
+    assert source.completed == [0]

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar, cast
 
 import bspump
 from bspump.config import Choice, Int, Seconds
+from bspump.context import DEAD_LETTER_KEYS
 from bspump.failures import ErrorKind
 
 from .actions import OP_TYPES, ActionSpec, EncodeError, IndexName, encode_actions
@@ -116,6 +117,10 @@ class ElasticSearchSink(bspump.AsyncSink):
     error policy with their status and reason (``error`` of a dead letter reads ``400
     document_parsing_exception: ...``). A network error retries the whole request after the connection
     reconnected. Nothing is acknowledged that the cluster did not confirm.
+
+    As a pipeline's dead-letter sink, each dict event is written with a ``dead_letter_field`` (default
+    ``bspump_dead_letter``; empty: none) object holding why it failed: ``error``, ``error_type``,
+    ``error_component`` and ``error_pipeline``; its ``_id`` still derives from where it was read.
     """
 
     ConnectionType = ElasticSearchConnection
@@ -133,6 +138,7 @@ class ElasticSearchSink(bspump.AsyncSink):
         "bulk_max_actions": Int(1000, min=1, max=1_000_000),
         "bulk_max_bytes": Int(5 * 1024 * 1024, min=MIN_REQUEST_BYTES, max=2**31 - 1),
         "bulk_linger": Seconds(0.05, min=0.0, max=60.0),
+        "dead_letter_field": "bspump_dead_letter",
         "request_timeout": Seconds(0.0, min=0.0, max=3600.0),
         "concurrency": Int(2, min=1, max=256),
         "retry_timeout": Seconds(0.0, min=0.0),
@@ -177,6 +183,7 @@ class ElasticSearchSink(bspump.AsyncSink):
         self.max_actions = config.getint("bulk_max_actions")
         self.max_bytes = config.getint("bulk_max_bytes")
         self.linger = config.getseconds("bulk_linger")
+        self.dead_letter_field = str(config.get("dead_letter_field") or "")
         self._lingering: list[EncodedBatch] = []
         self._lingering_events = 0
         self._lingering_bytes = 0
@@ -195,7 +202,11 @@ class ElasticSearchSink(bspump.AsyncSink):
         """Encode the batch once (see :class:`EncodedBatch`), then queue it for the writer, or keep it up to
         ``bulk_linger`` seconds for more small batches to share its request."""
         contexts = batch.contexts if batch.contexts is not None else [batch.context] * len(batch.events)
-        encoded = EncodedBatch(batch, encode_actions(self.spec, batch.events, contexts))
+        events = batch.events
+        if self.dead_letter_field and self.is_dead_letter:
+            events = [_with_error(event, context, self.dead_letter_field) for event, context in zip(
+                events, contexts, strict=True)]
+        encoded = EncodedBatch(batch, encode_actions(self.spec, events, contexts))
         if self.linger <= 0 or (not self._lingering and len(batch) >= self.max_actions):
             super().put(encoded)
             return
@@ -372,3 +383,10 @@ class ElasticSearchSink(bspump.AsyncSink):
             self.limit_actions = min(self.max_actions, self.limit_actions + max(1, self.max_actions // 10))
         if self.limit_bytes < self.max_bytes:
             self.limit_bytes = min(self.max_bytes, self.limit_bytes + max(1, self.max_bytes // 10))
+
+
+def _with_error(event: Any, context: Mapping[str, Any], field: str) -> Any:
+    """A dead letter: the dict ``event`` with why it failed (the context's dead-letter keys) under ``field``."""
+    if not isinstance(event, Mapping):
+        return event
+    return {**event, field: {key: context[key] for key in DEAD_LETTER_KEYS if key in context}}
