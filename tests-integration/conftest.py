@@ -376,7 +376,7 @@ class ServerControl:
             ),
             "elasticsearch": (
                 _url_address(_env("BSPUMP_TEST_ELASTICSEARCH_URL"), 9200),
-                harness.probe_http,
+                harness.probe_elasticsearch,
             ),
         }[name]
         deadline = time.monotonic() + timeout

@@ -1,4 +1,4 @@
-"""Smoke: Elasticsearch REST with AsyncElasticsearch (noida-db locally, Elasticsearch in CI)."""
+"""Smoke: Elasticsearch REST with AsyncElasticsearch (the real server: harness locally, service container in CI)."""
 
 from __future__ import annotations
 

@@ -43,10 +43,14 @@ KAFKA_VERSION = (
 FERRETDB_VERSION = "v1.24.2"
 FERRETDB_MODULE = "github.com/FerretDB/FerretDB"
 SECANTUSDB_SPEC = "SecantusDB==0.7.0b3"
-NOIDA_DB_SPEC = "noida-db==0.2.3"
+# BSPUMP_ELASTICSEARCH_VERSION tries another release of the integration-test distribution (8.x works too).
+ES_VERSION = os.environ.get("BSPUMP_ELASTICSEARCH_VERSION") or "9.2.0"
+ES_ARTIFACT = f"org.elasticsearch.distribution.integ-test-zip:elasticsearch:{ES_VERSION}:zip"
+ES_MIN_JAVA = 21 if int(ES_VERSION.split(".")[0]) >= 9 else 17
+ES_USER = "bspump-es"
 PG_MAJOR = "15"
 
-START_TIMEOUT = float(os.environ.get("BSPUMP_SERVERS_START_TIMEOUT", "120"))
+START_TIMEOUT = float(os.environ.get("BSPUMP_SERVERS_START_TIMEOUT", "180"))
 STOP_TIMEOUT = 30.0
 
 
@@ -202,11 +206,13 @@ def probe_mongo(port: int, host: str = HOST) -> bool:
         return False
 
 
-def probe_http(port: int, host: str = HOST) -> bool:
+def probe_elasticsearch(port: int, host: str = HOST) -> bool:
+    """Cluster health green or yellow (the integration-test distribution has no ``GET /``)."""
     try:
-        with urllib.request.urlopen(f"http://{host}:{port}/", timeout=3) as resp:
-            json.loads(resp.read() or b"{}")
-            return bool(200 <= resp.status < 300)
+        with urllib.request.urlopen(
+            f"http://{host}:{port}/_cluster/health", timeout=3
+        ) as resp:
+            return json.loads(resp.read()).get("status") in ("green", "yellow")
     except (OSError, ValueError, urllib.error.URLError):
         return False
 
@@ -720,29 +726,157 @@ class SecantusDB(Server):
 
 
 class Elasticsearch(Server):
-    """The noida-db Elasticsearch emulator (reports Elasticsearch 8.15)."""
+    """The real Elasticsearch, from its integration-test distribution on Maven Central.
+
+    That distribution bundles no JDK (``ES_JAVA_HOME`` must name a Java 21+) and holds only the core modules:
+    no ingest-common, painless, data streams or rest-root (``GET /`` answers 405; readiness is cluster
+    health). Elasticsearch refuses to run as root, so as root the harness runs it as the system user
+    ``ES_USER``, who owns the unpacked distribution, its configuration, data and logs under the servers dir
+    (the Maven cache under ``$HOME`` may not be readable by that user).
+    """
 
     name = "elasticsearch"
     port = 9200
+    transport_port = 9300
+
+    @property
+    def home(self) -> Path:
+        return self.dir / f"elasticsearch-{ES_VERSION}"
+
+    @property
+    def conf_dir(self) -> Path:
+        return self.dir / "config"
+
+    @property
+    def zip_file(self) -> Path:
+        return (
+            CACHE_DIR / "m2" / "org" / "elasticsearch" / "distribution" / "integ-test-zip"
+            / "elasticsearch" / ES_VERSION / f"elasticsearch-{ES_VERSION}.zip"
+        )  # fmt: skip
 
     def install(self) -> None:
-        ensure_venv("noida-db", NOIDA_DB_SPEC, "bin/noida-db")
+        find_java_home(ES_MIN_JAVA)  # fail early, before a download, when no suitable Java exists
+        if not self.zip_file.is_file():
+            if shutil.which("mvn") is None:
+                apt_install("maven")
+            log(f"resolving {ES_ARTIFACT} from Maven Central into {CACHE_DIR / 'm2'}")
+            run(
+                [
+                    "mvn", "-q", "-B", f"-Dmaven.repo.local={CACHE_DIR / 'm2'}",
+                    "dependency:get", f"-Dartifact={ES_ARTIFACT}", "-Dtransitive=false",
+                ]
+            )  # fmt: skip
+            if not self.zip_file.is_file():
+                raise HarnessError(f"elasticsearch: Maven did not produce {self.zip_file}")
+        if os.geteuid() == 0:
+            ensure_system_user(ES_USER)
+        marker = self.home / ".bspump-unpacked"
+        if not marker.is_file():
+            if self.home.exists():
+                shutil.rmtree(self.home)
+            self.dir.mkdir(parents=True, exist_ok=True)
+            log(f"unpacking {self.zip_file.name} into {self.dir}")
+            run(["unzip", "-q", "-o", self.zip_file, "-d", self.dir])
+            marker.write_text(ES_VERSION + "\n")
+
+    def prepare(self) -> None:
+        if self.conf_dir.exists():
+            shutil.rmtree(self.conf_dir)
+        shutil.copytree(self.home / "config", self.conf_dir)
+        settings = (
+            (HERE / "elasticsearch" / "elasticsearch.yml")
+            .read_text()
+            .replace("@HOST@", HOST)
+            .replace("@PORT@", str(self.port))
+            .replace("@TRANSPORT_PORT@", str(self.transport_port))
+            .replace("@DATA_DIR@", str(self.data_dir))
+            .replace("@LOGS_DIR@", str(self.dir / "logs"))
+        )
+        (self.conf_dir / "elasticsearch.yml").write_text(settings)
+        stamp = self.dir / "data-version"
+        if self.data_dir.exists() and not (
+            stamp.is_file() and stamp.read_text().strip() == ES_VERSION
+        ):
+            # Data of another server on this port (the emulator used before) or of another release (an
+            # index written by a newer one does not load): test data is disposable, start afresh.
+            log(f"elasticsearch: {self.data_dir} holds no data of {ES_VERSION}; starting empty")
+            shutil.rmtree(self.data_dir)
+        stamp.write_text(ES_VERSION + "\n")
+        for folder in (self.data_dir, self.dir / "logs", self.dir / "tmp"):
+            folder.mkdir(parents=True, exist_ok=True)
+        if os.geteuid() == 0:
+            run(["chown", "-R", f"{ES_USER}:{ES_USER}", self.dir])
+
+    def env(self) -> dict[str, str]:
+        env = dict(os.environ)
+        env.pop("JAVA_HOME", None)
+        env.update(
+            ES_JAVA_HOME=str(find_java_home(ES_MIN_JAVA)),
+            ES_PATH_CONF=str(self.conf_dir),
+            ES_TMPDIR=str(self.dir / "tmp"),
+            ES_JAVA_OPTS=os.environ.get("BSPUMP_ELASTICSEARCH_HEAP", "-Xms512m -Xmx512m"),
+        )
+        return env
 
     def command(self) -> list[str]:
-        binary = (
-            site_packages(CACHE_DIR / "venv" / "noida-db") / "noida_db" / "noida-db"
-        )
-        binary.chmod(0o755)
-        return [
-            str(binary), "start",
-            "--data-dir", str(self.data_dir),
-            "--host", HOST,
-            "--only", "elasticsearch",
-            "--elasticsearch-port", str(self.port),
-        ]  # fmt: skip
+        # In the foreground: the harness records the PID and stops the process group (the launcher and
+        # the server JVM it forks), which Elasticsearch takes as a graceful shutdown.
+        command = [str(self.home / "bin" / "elasticsearch")]
+        if os.geteuid() == 0:
+            # runuser resets the environment unless told to keep it (-m keeps ES_* variables).
+            return ["runuser", "-u", ES_USER, "-m", "--", *command]
+        return command
 
     def probe(self) -> bool:
-        return probe_http(self.port)
+        return probe_elasticsearch(self.port)
+
+
+def java_major(home: Path) -> int | None:
+    """The feature release of the JDK/JRE at ``home``, from its ``release`` file."""
+    try:
+        for line in (home / "release").read_text().splitlines():
+            if line.startswith("JAVA_VERSION="):
+                version = line.partition("=")[2].strip().strip('"')
+                head = version.split(".")[0]
+                return int(version.split(".")[1]) if head == "1" else int(head)
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
+def find_java_home(minimum: int) -> Path:
+    """``ES_JAVA_HOME`` if set (it must qualify), else the newest Java >= ``minimum`` in /usr/lib/jvm."""
+    explicit = os.environ.get("ES_JAVA_HOME")
+    if explicit:
+        major = java_major(Path(explicit))
+        if not (Path(explicit) / "bin" / "java").is_file() or major is None or major < minimum:
+            raise HarnessError(
+                f"ES_JAVA_HOME={explicit} is not a Java {minimum}+ (found {major or 'no Java'}); "
+                f"unset it or point it at a JDK {minimum} or newer"
+            )
+        return Path(explicit)
+    found: list[tuple[int, Path]] = []
+    jvm = Path("/usr/lib/jvm")
+    for home in sorted(jvm.iterdir()) if jvm.is_dir() else []:
+        major = java_major(home)
+        if major is not None and major >= minimum and (home / "bin" / "java").is_file():
+            found.append((major, home))
+    if not found:
+        raise HarnessError(
+            f"elasticsearch {ES_VERSION} needs Java {minimum} or newer and none is installed in /usr/lib/jvm; "
+            f"install one (e.g. apt-get install openjdk-{minimum}-jdk-headless or a Temurin JDK) or set "
+            "ES_JAVA_HOME"
+        )
+    return max(found)[1]
+
+
+def ensure_system_user(name: str) -> None:
+    """An unprivileged system account without a home directory (servers that refuse to run as root)."""
+    probe = subprocess.run(["id", "-u", name], check=False, capture_output=True)
+    if probe.returncode == 0:
+        return
+    log(f"creating system user {name}")
+    run(["useradd", "-r", "-M", "-s", "/usr/sbin/nologin", "-U", name])
 
 
 SERVERS: dict[str, Server] = {
