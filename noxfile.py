@@ -179,6 +179,13 @@ def demo(session: nox.Session) -> None:
     session.run("bspump", "run", str(ROOT / "examples" / "quickstart"))
 
 
+@nox.session(python=PYTHON)
+def example(session: nox.Session) -> None:
+    """The orders example end to end: PostgreSQL -> CDC -> Kafka -> Elasticsearch and MongoDB, on the test
+    servers (started through the harness), with load, progress and the final counts of every side."""
+    session.install("-r", str(ROOT / "tests-integration" / "requirements.txt"), *_editable("bspump-core"),
+                    *[arg for p in CONNECTORS for arg in ("-e", f"{ROOT / 'packages' / p}{_extras(p)}")])
+    session.run("python", str(ROOT / "examples" / "orders" / "run.py"), *session.posargs)
 
 
 def _build_all(session: nox.Session) -> Path:
