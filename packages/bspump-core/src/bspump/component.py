@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar, TypeVar
 
 from .config import ComponentConfig
+from .errors import describe_error
 from .failures import ErrorKind, classify_error
 from .metrics import Counters
 
@@ -169,12 +170,14 @@ class Component(abc.ABC):  # noqa: B024 -- its kinds (Source, Sink, ...) declare
 
     async def start_client(self, start: Callable[[], Awaitable[T]], what: str) -> T:
         """Run ``start()`` until it succeeds and return its result: for a client that a source or sink owns
-        itself (a consumer, a producer, a cursor), started from its ``main`` or writer task.
+        itself (a consumer, a producer, a cursor), started from its ``main`` or writer task, and for any
+        attempt a source repeats until it succeeds (one run of a query, a read of a change stream).
 
         Each attempt waits until the component's connections are ready. A failure the connection classifies
         as ``LINK`` is reported to it (it reconnects while the pipeline pauses); ``LINK`` and ``TRANSIENT``
         failures are retried with the pipeline's retry backoff; a ``PERMANENT`` one is raised. ``start`` must
-        release whatever it created before it raises. ``what`` names the client in log lines.
+        release whatever it created before it raises. ``what`` names the attempt in log lines
+        (``"starting the consumer"``: ``...: starting the consumer failed (...); retrying in 0.50s``).
         """
         backoff = self.pipeline.retry_backoff()
         while True:
@@ -188,8 +191,8 @@ class Component(abc.ABC):  # noqa: B024 -- its kinds (Source, Sink, ...) declare
                 if kind is ErrorKind.PERMANENT:
                     raise
                 delay = backoff.next_delay()
-                log.warning("%s: starting %s failed (%s: %s); retrying in %.2fs",
-                            self.qualified_id, what, type(exc).__name__, exc, delay)
+                log.warning("%s: %s failed (%s); retrying in %.2fs",
+                            self.qualified_id, what, describe_error(exc), delay)
                 if kind is ErrorKind.LINK:
                     for connection in self.connections:
                         connection.report_failure(exc)

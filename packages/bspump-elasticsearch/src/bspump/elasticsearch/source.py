@@ -128,7 +128,7 @@ class ElasticSearchSource(bspump.PositionedSource[str]):
         the point in time expired before the end (the caller starts a new pass from the cursor)."""
         from elasticsearch import ApiError  # not at module level: see errors.classify_es_error
 
-        pit = await self.start_client(self._open_pit, "a point in time") if self.use_pit else None
+        pit = await self.start_client(self._open_pit, "opening a point in time") if self.use_pit else None
         query = self._query_after()
         try:
             after: list[Any] | None = None  # the full sort values of the last hit, within this pass

@@ -118,7 +118,7 @@ class KafkaSink(bspump.StreamingSink):
     # -- writing ------------------------------------------------------------------------------------------
     async def open_client(self) -> None:
         """The producer starts right away, while the source joins its group, not when the first batch arrives."""
-        self.producer = await self.start_client(self._start_producer, "the producer")
+        self.producer = await self.start_client(self._start_producer, "starting the producer")
 
     async def _start_producer(self) -> ProducerClient:
         kafka = self.kafka

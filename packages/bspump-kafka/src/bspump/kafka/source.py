@@ -135,7 +135,7 @@ class KafkaSource(bspump.PositionedSource[Partition]):
 
     # -- reading ------------------------------------------------------------------------------------------
     async def main(self) -> None:
-        self.client = await self.start_client(self._start_consumer, "the consumer")
+        self.client = await self.start_client(self._start_consumer, "starting the consumer")
         instance = self.settings.group_instance_id
         log.info("%s: consuming %s as group %r%s", self.qualified_id,
                  self.settings.topic_pattern or ",".join(self.settings.topics), self.group_id,

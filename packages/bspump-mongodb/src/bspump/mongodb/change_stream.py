@@ -142,7 +142,7 @@ class MongoDBChangeStreamSource(CheckpointInDeployment, bspump.PositionedSource[
         backoff = self.pipeline.retry_backoff()
         while True:
             try:
-                stream = await self.start_client(lambda: self.open_stream(self.position), "the change stream")
+                stream = await self.start_client(lambda: self.open_stream(self.position), "opening the change stream")
                 async with stream:
                     await self.read(stream)
                     backoff = self.pipeline.retry_backoff()
@@ -238,7 +238,7 @@ class MongoDBChangeStreamSource(CheckpointInDeployment, bspump.PositionedSource[
         token becomes the position once the whole snapshot was acknowledged."""
         self.snapshots += 1
         previous = self.position
-        stream = await self.start_client(lambda: self.open_stream(None), "the change stream")
+        stream = await self.start_client(lambda: self.open_stream(None), "opening the change stream")
         async with stream:
             token = stream.resume_token
             if token is None:  # the first batch already held events: the snapshot starts after the first

@@ -7,7 +7,6 @@ import logging
 from typing import Any, ClassVar
 
 import bspump
-from bspump import ErrorKind
 from bspump import context as keys
 from bspump.config import Int, Seconds
 
@@ -92,24 +91,9 @@ class MongoDBSource(CheckpointInDeployment, bspump.PositionedSource[str]):
             stored = await self.start_client(self.load_positions, "reading the checkpoint")
             if stored.get(QUERY) is not None:
                 self.last, self.has_last = load_bson(stored[QUERY]), True
-        backoff = self.pipeline.retry_backoff()
         while True:
-            try:
-                await self.read_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                kind = self.classify(exc)
-                if kind is ErrorKind.PERMANENT:
-                    raise
-                delay = backoff.next_delay()
-                log.warning("%s: query failed (%s: %s); reading on after the last document in %.2fs",
-                            self.qualified_id, type(exc).__name__, exc, delay)
-                if kind is ErrorKind.LINK:
-                    self.mongo.report_failure(exc)
-                await asyncio.sleep(delay)
-                continue
-            backoff = self.pipeline.retry_backoff()
+            # A failed run is repeated from after the last document read.
+            await self.start_client(self.read_once, "the query")
             self.runs += 1
             if self.interval <= 0:
                 return

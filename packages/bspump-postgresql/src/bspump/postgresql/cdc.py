@@ -9,7 +9,7 @@ from typing import Any, ClassVar, Final
 
 import asyncpg
 
-from bspump import ErrorKind, PositionedSource
+from bspump import PositionedSource
 from bspump import context as keys
 from bspump.config import Float, Int, Seconds
 
@@ -134,35 +134,23 @@ class PostgreSQLCDCSource(PositionedSource[str]):
     # -- the framework's calls -------------------------------------------------------------------------------------
     async def main(self) -> None:
         """Prepare the publication and slot, take the snapshot if due, then peek, emit and advance for ever."""
-        created = await self.start_client(self._prepare, f"replication slot {self.slot!r}")
+        created = await self.start_client(self._prepare, f"preparing replication slot {self.slot!r}")
         if self.Config.getboolean("snapshot"):
-            await self.start_client(lambda: self._snapshot(created), "initial snapshot")
-        backoff = self.pipeline.retry_backoff()
+            await self.start_client(lambda: self._snapshot(created), "the initial snapshot")
         while True:
             await self.wait_ready(keepalive=self._check_health, keepalive_interval=self.health_interval)
-            await self.wait_connections_ready()
-            try:
-                fresh = await self._read_window()
-                # Wait a moment for what was just emitted, so the next peek does not decode it again.
-                await self.tracker.wait_drained(timeout=self.commit_interval)
-                await self.commit()
-                await self._check_health()
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:
-                kind = self.classify(error)
-                if kind is ErrorKind.PERMANENT:
-                    raise
-                delay = backoff.next_delay()
-                log.warning("%s: reading slot %r failed (%s: %s); retrying in %.2fs", self.qualified_id, self.slot,
-                            type(error).__name__, error, delay)
-                if kind is ErrorKind.LINK:
-                    self.pg.report_failure(error)
-                await asyncio.sleep(delay)
-                continue
-            backoff = self.pipeline.retry_backoff()
-            if not fresh:
+            if not await self.start_client(self._read_and_advance, f"reading slot {self.slot!r}"):
                 await asyncio.sleep(self.poll_interval)
+
+    async def _read_and_advance(self) -> bool:
+        """One window: peek and emit it, advance the slot past what is acknowledged, check the slot's health.
+        True if the window held changes."""
+        fresh = await self._read_window()
+        # Wait a moment for what was just emitted, so the next peek does not decode it again.
+        await self.tracker.wait_drained(timeout=self.commit_interval)
+        await self.commit()
+        await self._check_health()
+        return fresh
 
     async def commit_positions(self, positions: Mapping[str, Any]) -> None:
         """Advance the slot to the acknowledged position (never backwards); called by the base's commits."""

@@ -10,7 +10,7 @@ from typing import Any, ClassVar
 import asyncpg
 import orjson
 
-from bspump import ErrorKind, Source
+from bspump import Source
 from bspump import context as keys
 from bspump.config import Choice, Int
 
@@ -95,23 +95,8 @@ class PostgreSQLNotifySource(Source):
 
     async def main(self) -> None:
         """Listen on a pooled connection and emit what arrives; listen again after the connection is lost."""
-        backoff = self.pipeline.retry_backoff()
         while True:
-            await self.wait_connections_ready()
-            try:
-                await self._listen()
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:
-                kind = self.classify(error)
-                if kind is ErrorKind.PERMANENT:
-                    raise
-                delay = backoff.next_delay()
-                log.warning("%s: listening failed (%s: %s); listening again in %.2fs (notifications sent "
-                            "meanwhile are lost)", self.qualified_id, type(error).__name__, error, delay)
-                if kind is ErrorKind.LINK:
-                    self.pg.report_failure(error)
-                await asyncio.sleep(delay)
+            await self.start_client(self._listen, "listening (notifications sent until it listens again are lost)")
 
     async def _listen(self) -> None:
         lost = asyncio.Event()

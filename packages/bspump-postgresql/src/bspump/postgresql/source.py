@@ -5,13 +5,14 @@ from __future__ import annotations
 import asyncio
 import datetime
 import decimal
+import functools
 import logging
 import uuid
 from typing import Any, ClassVar, Final
 
 import orjson
 
-from bspump import ErrorKind, PositionedSource
+from bspump import PositionedSource
 from bspump import context as keys
 from bspump.config import Int, Seconds
 
@@ -109,29 +110,12 @@ class PostgreSQLSource(PositionedSource[str]):
         """Run the query (again every ``interval`` seconds), emitting a batch per cursor fetch."""
         last = self.start_value
         if self.column:
-            stored = await self.start_client(self.load_positions, "the checkpoint")
+            stored = await self.start_client(self.load_positions, "reading the checkpoint")
             if VALUE in stored:
                 last = decode_value(stored[VALUE])
-        backoff = self.pipeline.retry_backoff()
         while True:
             await self.pipeline.wait_ready()
-            await self.wait_connections_ready()
-            try:
-                last = await self._run(last)
-            except asyncio.CancelledError:
-                raise
-            except Exception as error:
-                kind = self.classify(error)
-                if kind is ErrorKind.PERMANENT:
-                    raise
-                delay = backoff.next_delay()
-                log.warning("%s: the query failed (%s: %s); running it again in %.2fs", self.qualified_id,
-                            type(error).__name__, error, delay)
-                if kind is ErrorKind.LINK:
-                    self.pg.report_failure(error)
-                await asyncio.sleep(delay)
-                continue
-            backoff = self.pipeline.retry_backoff()
+            last = await self.start_client(functools.partial(self._run, last), "the query")
             self.runs += 1
             if self.interval <= 0:
                 return
