@@ -95,6 +95,17 @@ def test_the_connection_named_after_the_type_is_the_default() -> None:
     assert sink.connection is warehouse and sink.connections == [warehouse]
 
 
+def test_the_only_connection_of_the_type_is_the_default_whatever_its_id() -> None:
+    app = make_app()
+    service = app.get_service("bspump.PumpService")
+    service.add_connection(OtherSystem(app, "Elsewhere"))
+    warehouse = service.add_connection(Warehouse(app, "MainWarehouse"))
+    assert WarehouseSink(app, bspump.Pipeline(app, "P"), config={"table": "t"}).connection is warehouse
+    service.add_connection(Warehouse(app, "Archive"))
+    with pytest.raises(bspump.ConfigError, match=r"\(Archive, MainWarehouse are Warehouses: name one\)"):
+        WarehouseSink(app, bspump.Pipeline(app, "Q"), config={"table": "t"})
+
+
 def test_check_reports_a_sink_without_its_connection(tmp_path: Path) -> None:
     """Today's defect: such a sink passed `check`, then failed every event with AttributeError at run time."""
     component_module(tmp_path)

@@ -94,7 +94,8 @@ class Component(abc.ABC):  # noqa: B024 -- its kinds (Source, Sink, ...) declare
     - ``ConfigRequired``: keys that must be set to a non-empty value.
     - ``ConnectionType``: the component needs a connection of this class. It is named by ``connection=``
       (or ``connection =`` in the section); when none is named, the connection whose ID is the class's name
-      (``KafkaConnection``) is used if one was added. ``self.connection`` is then that connection.
+      (``KafkaConnection``) is used if one was added, else the only connection of that class if there is
+      exactly one. ``self.connection`` is then that connection.
     """
 
     _bspump_base: ClassVar[bool] = True
@@ -141,11 +142,16 @@ class Component(abc.ABC):  # noqa: B024 -- its kinds (Source, Sink, ...) declare
         service = self.app.pump_service
         if wanted.__name__ in service.connections:
             return self.use_connection(wanted.__name__)
+        # The seed's IDs are free ("ESConnection"): the only connection of the wanted type is unambiguous.
+        candidates = sorted(cid for cid, c in service.connections.items() if isinstance(c, wanted))
+        if len(candidates) == 1:
+            return self.use_connection(candidates[0])
         known = ", ".join(sorted(service.connections)) or "none"
+        several = f" ({', '.join(candidates)} are {wanted.__name__}s: name one)" if candidates else ""
         raise self.Config.error(
             "connection",
             f"{type(self).__name__} needs a {wanted.__name__}: name one with connection = ID "
-            f"(or connection= in code); known connection IDs: {known}")
+            f"(or connection= in code); known connection IDs: {known}{several}")
 
     def use_connection(self, connection_id: str) -> Connection:
         """Resolve a connection by ID (fails now, listing the known IDs, if unknown) and depend on it.
