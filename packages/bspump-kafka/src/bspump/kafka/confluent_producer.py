@@ -333,6 +333,10 @@ def _batch_records(out: OutBatch) -> list[dict[str, Any]] | None:
     encode = out.encode
     values = out.values
     try:
+        if out.keys is None and encode is encode_auto:
+            # The common case in one pass: no list of encoded values between the events and the records.
+            dumps = orjson.dumps
+            return [{"value": dumps(v, default=json_default) if type(v) is dict else encode_auto(v)} for v in values]
         if encode is encode_auto:
             dumps = orjson.dumps
             values = [dumps(v, default=json_default) if type(v) is dict else encode_auto(v) for v in values]
