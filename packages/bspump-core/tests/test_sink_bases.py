@@ -280,6 +280,17 @@ async def test_streaming_sink_transient_refusals_end_at_retry_timeout() -> None:
     assert p.metrics()["errors"] == 1 and p.sink.resent >= 1
 
 
+async def test_streaming_sink_waits_one_backoff_for_a_wave_of_refused_batches() -> None:
+    """An outage refuses every batch in flight at once: they are sent again after one backoff delay, not
+    after one delay each, one after the other (8 batches at 1.5 s would wait 12 s; run_app gives up after 10 s)."""
+    app = make_app()
+    refusals: dict[Any, list[BaseException]] = {f"busy{i}": [TimeoutError("broker restarting")] for i in range(8)}
+    p = pipeline(app, lambda p: LaterSink(app, p, refusals=refusals, config={"queue_limit": 8}),
+                 [[f"busy{i}"] for i in range(8)], {"retry_backoff": "1500ms", "retry_backoff_max": "60s"})
+    assert await run_app(app) == 0
+    assert sorted(p.sink.stored) == sorted(refusals) and p.sink.resent == 8
+
+
 def test_a_sink_subclass_must_implement_the_required_methods() -> None:
     app = make_app()
 

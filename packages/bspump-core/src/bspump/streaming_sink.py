@@ -36,7 +36,8 @@ class StreamingSink(WriterSink):
       are sent have left the CPU caches);
     - an event is acknowledged upstream only when the client confirmed it;
     - events the client refused are classified by the sink's connection: ``LINK`` and ``TRANSIENT`` ones are
-      sent again (only those, after the pipeline's retry backoff; the connection is told of link failures),
+      sent again (only those, after the pipeline's retry backoff, waited once for every batch refused in
+      the same outage rather than once per batch; the connection is told of link failures),
       transient ones for up to ``retry_timeout`` seconds (0: for as long as it takes); ``PERMANENT`` ones,
       and what outlived its retries, meet the pipeline's error policy;
     - ``flush`` (at stop) returns once everything put was confirmed or handed to the policy.
@@ -59,6 +60,9 @@ class StreamingSink(WriterSink):
         self._queue: deque[tuple[Batch, int, float | None]] = deque()
         self._outstanding = 0  # sends not confirmed yet
         self._backoff = self.pipeline.retry_backoff()
+        # Resends wait until then: one backoff delay per wave of refusals (an outage refuses every batch in
+        # flight at once; each of them waiting its own, growing delay would add up to a long stall).
+        self._resend_at = 0.0
         self._queue_throttle = f"sink {self.id} queue"
         #: Events the client confirmed; events sent again after a failure.
         self.sent = 0
@@ -106,7 +110,9 @@ class StreamingSink(WriterSink):
             if len(queue) < self.queue_limit:
                 self.pipeline.unthrottle(self._queue_throttle)
             if attempt:
-                await asyncio.sleep(self._backoff.next_delay())
+                wait = self._resend_at - time.monotonic()
+                if wait > 0:
+                    await asyncio.sleep(wait)
             await self.wait_connections_ready()
             self._outstanding += 1
             confirm = functools.partial(self._confirmed, batch, attempt, failing_since)
@@ -148,6 +154,9 @@ class StreamingSink(WriterSink):
         log.warning("%s: %d events not confirmed (%s: %s); sending them again (attempt %d)",
                     self.qualified_id, len(retry), type(error).__name__, error, attempt + 1)
         self.resent += len(retry)
+        now = time.monotonic()
+        if now >= self._resend_at:  # the first refusal of a wave sets its delay; the others share it
+            self._resend_at = now + self._backoff.next_delay()
         self._queue.appendleft((batch.subset([f.index for f in retry]), attempt + 1, failing_since))
         self.notify()
         if sorted_out.link_error is not None:
