@@ -84,6 +84,11 @@ class Names:
     def database(self) -> str:
         return f"orders_{self.run}"
 
+    @property
+    def partitions(self) -> dict[str, int]:
+        """The topics this run creates, with their partition counts."""
+        return {self.topic: 3, self.dead_topic: 1}
+
 
 @dataclass
 class Counts:
@@ -132,8 +137,8 @@ async def create(servers: Servers, names: Names) -> None:
     admin = AIOKafkaAdminClient(bootstrap_servers=servers.kafka)
     await admin.start()
     try:
-        await admin.create_topics([NewTopic(names.topic, num_partitions=3, replication_factor=1),
-                                   NewTopic(names.dead_topic, num_partitions=1, replication_factor=1)])
+        await admin.create_topics([NewTopic(topic, num_partitions=count, replication_factor=1)
+                                   for topic, count in names.partitions.items()])
     finally:
         await admin.close()
 
@@ -194,10 +199,8 @@ class Observer:
         await self.mongo.close()
 
     async def topic_size(self, topic: str) -> int:
-        partitions = [TopicPartition(topic, p) for p in self.consumer.partitions_for_topic(topic) or ()]
-        if not partitions:
-            await self.consumer._client.force_metadata_update()  # noqa: SLF001 -- a new topic's metadata
-            partitions = [TopicPartition(topic, p) for p in self.consumer.partitions_for_topic(topic) or ()]
+        # The run created its topics: their partitions are known, no metadata lookup needed.
+        partitions = [TopicPartition(topic, p) for p in range(self.names.partitions[topic])]
         ends = await self.consumer.end_offsets(partitions)
         return sum(ends.values())
 

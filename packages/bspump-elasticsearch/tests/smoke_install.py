@@ -17,6 +17,7 @@ from elasticsearch import AsyncElasticsearch, TransportError
 
 import bspump
 import bspump.elasticsearch
+from bspump.testing import run_app
 
 SKIPPED = 77
 EVENTS = [{"n": n, "item": f"item-{n}"} for n in range(50)]
@@ -31,7 +32,7 @@ def application(url: str) -> bspump.BSPumpApplication:
 
 async def run(app: bspump.BSPumpApplication, pipeline: bspump.Pipeline) -> None:
     app.get_service("bspump.PumpService").add_pipeline(pipeline)
-    assert await asyncio.wait_for(app.run_async(), 120) == 0, f"pipeline {pipeline.id} failed"
+    assert await run_app(app, timeout=120) == 0, f"pipeline {pipeline.id} failed"
 
 
 async def main() -> int:

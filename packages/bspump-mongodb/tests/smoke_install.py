@@ -18,6 +18,7 @@ from pymongo.errors import PyMongoError
 
 import bspump
 import bspump.mongodb
+from bspump.testing import run_app
 
 SKIPPED = 77
 EVENTS = [{"_id": n, "item": f"item-{n}"} for n in range(50)]
@@ -32,7 +33,7 @@ def application(uri: str, database: str) -> bspump.BSPumpApplication:
 
 async def run(app: bspump.BSPumpApplication, pipeline: bspump.Pipeline) -> None:
     app.get_service("bspump.PumpService").add_pipeline(pipeline)
-    assert await asyncio.wait_for(app.run_async(), 120) == 0, f"pipeline {pipeline.id} failed"
+    assert await run_app(app, timeout=120) == 0, f"pipeline {pipeline.id} failed"
 
 
 async def main() -> int:

@@ -89,7 +89,6 @@ class CachedLookup(Lookup):
         if self.mode == WHOLE:
             await super().start()
             return
-        self.preflight()
         self.loaded_at = time.time()
         log.info("lookup %r: on demand, ttl %ss, at most %d entries", self.id, self.ttl, self.max_entries)
 
