@@ -9,6 +9,7 @@ from pymongo.errors import (
     DocumentTooLarge,
     DuplicateKeyError,
     ExecutionTimeout,
+    InvalidOperation,
     NetworkTimeout,
     NotPrimaryError,
     OperationFailure,
@@ -39,6 +40,8 @@ from bspump.mongodb.errors import ItemWriteError
     (OperationFailure("Document failed validation", 121), ErrorKind.PERMANENT),
     (OperationFailure("Resume of change stream was not possible", 286), ErrorKind.PERMANENT),
     (DocumentTooLarge("BSON document too large"), ErrorKind.PERMANENT),
+    (InvalidOperation("Cannot use AsyncMongoClient after close"), ErrorKind.TRANSIENT),  # replaced by a reconnect
+    (InvalidOperation("cannot set options after executing query"), ErrorKind.PERMANENT),
     (ConnectionRefusedError("refused"), ErrorKind.LINK),
     (ValueError("bad"), ErrorKind.PERMANENT),
 ])

@@ -41,6 +41,7 @@ from .errors import (
 )
 from .failures import ErrorKind, ItemFailure
 from .hookspecs import hookimpl
+from .lazy_contexts import LazyContexts
 from .lookup import Lookup
 from .pipeline import Pipeline, PipelineState
 from .policy import ErrorPolicy
@@ -84,6 +85,7 @@ __all__ = [
     "Generator",
     "ItemFailure",
     "JsonParser",
+    "LazyContexts",
     "Lookup",
     "ManualTrigger",
     "MemorySink",

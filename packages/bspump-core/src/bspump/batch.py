@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any
 
 from .delivery import Delivery
@@ -17,7 +17,9 @@ class Batch:
     """Events handed to a sink together, with their context(s) and the delivery to acknowledge.
 
     ``contexts`` is ``None`` when every event shares ``context`` (the fast, common case); otherwise it
-    holds one context per event, parallel to ``events``. A sink calls :meth:`ack` for the events it durably
+    holds one context per event, parallel to ``events``: a list, or :class:`~bspump.LazyContexts` that
+    builds each context when it is first read (index or iterate it; ``column(key)`` reads one key of all,
+    cheaply). A sink calls :meth:`ack` for the events it durably
     wrote; ``counters`` are those of the sink the pipeline handed the batch to (they count what it wrote).
     """
 
@@ -28,7 +30,7 @@ class Batch:
         events: list[Any],
         delivery: Delivery,
         context: Context | None = None,
-        contexts: list[Context] | None = None,
+        contexts: Sequence[Context] | None = None,
         counters: Counters | None = None,
     ) -> None:
         self.events = events

@@ -16,6 +16,7 @@ from .config import Choice, Int, Seconds
 from .connection import Connection, ConnectionState
 from .delivery import Delivery
 from .errors import PipelineBuildError, PipelineStoppedError, describe_error
+from .lazy_contexts import UNREAD_CONTEXT, LazyContexts, as_list, reads_context, select_contexts
 from .metrics import Counters
 from .policy import POLICY_ALIASES, POLICY_NAMES, ErrorPolicy, PolicyEnforcer, StopRequested
 from .processor import Generator, Processor
@@ -39,9 +40,9 @@ class PipelineState(enum.Enum):
 
 
 class _Stage:
-    """A processor as the hot path sees it: its bound method and its counters."""
+    """A processor as the hot path sees it: its bound method, whether it reads its context, its counters."""
 
-    __slots__ = ("component", "counters", "failed", "fn", "generator", "index", "prepare")
+    __slots__ = ("component", "counters", "failed", "fn", "generator", "index", "prepare", "reads_context")
 
     def __init__(self, component: Processor, index: int) -> None:
         self.component = component
@@ -49,6 +50,9 @@ class _Stage:
         self.failed = 0  # events of the current batch that failed here (not "dropped" by the stage)
         self.generator = isinstance(component, Generator)
         self.fn: Any = component.generate if isinstance(component, Generator) else component.process
+        # A processor whose code never reads its context gets a placeholder: lazily built per-event contexts
+        # (LazyContexts) then stay unbuilt through it.
+        self.reads_context = reads_context(self.fn)
         # Only a processor that overrides prepare() makes the pipeline await anything between stages.
         self.prepare = component.prepare if type(component).prepare is not Processor.prepare else None
         self.counters = component.counters
@@ -238,13 +242,14 @@ class Pipeline:
         self,
         events: list[Any],
         context: Context | None = None,
-        contexts: list[Context] | None = None,
+        contexts: Sequence[Context] | None = None,
         delivery: Delivery | None = None,
     ) -> None:
         """Run a batch through the processors and hand the result to the sink.
 
         Waits first while the pipeline is throttled. ``contexts`` (one per event) or ``context`` (shared)
-        travel with the events; ``delivery`` is acknowledged once every resulting event was written.
+        travel with the events (``contexts`` may be :class:`~bspump.LazyContexts`: built only where read);
+        ``delivery`` is acknowledged once every resulting event was written.
         """
         if self._throttles:
             if self.state is not PipelineState.RUNNING:
@@ -279,9 +284,12 @@ class Pipeline:
                 else:
                     contexts, out = self._run_columns(contexts, events, delivery, retries)
                 if retries:
-                    for recovered_context, recovered_event in await self._retry(retries, delivery):
-                        contexts.append(recovered_context)
-                        out.append(recovered_event)
+                    recovered = await self._retry(retries, delivery)
+                    if recovered:
+                        contexts = as_list(contexts)
+                        for recovered_context, recovered_event in recovered:
+                            contexts.append(recovered_context)
+                            out.append(recovered_event)
                 batch = Batch(out, delivery, context, contexts, sink.counters)
         except StopRequested as stop:
             self.fail(stop.error)
@@ -338,22 +346,32 @@ class Pipeline:
 
     def _run_columns(
         self,
-        contexts: list[Context],
+        contexts: Sequence[Context],
         events: list[Any],
         delivery: Delivery,
         retries: list[_Retry],
         start: int = 0,
         stop: int | None = None,
-    ) -> tuple[list[Context], list[Any]]:
+    ) -> tuple[Sequence[Context], list[Any]]:
         """The per-event-context path: contexts and events stay two parallel lists; a stage that drops
-        nothing leaves the context list untouched, so no (context, event) tuple is built per event."""
+        nothing leaves the context list untouched, so no (context, event) tuple is built per event.
+        Lazy contexts are built before the first stage that reads them (never, if none does)."""
         for stage in self._stages[start:stop] if start or stop is not None else self._stages:
+            if not stage.reads_context and not stage.generator:
+                contexts, events = self._run_unread(stage, contexts, events, delivery, retries)
+                if not events:
+                    break
+                continue
+            if isinstance(contexts, LazyContexts):
+                contexts = contexts.materialize()
             fn = stage.fn
             it = zip(contexts, events, strict=True)
             context: Context = {}
             event = None
+            out_contexts: Sequence[Context]
             if stage.generator:
-                out_contexts: list[Context] = []
+                generated: list[Context] = []
+                out_contexts = generated
                 out: list[Any] = []
                 mark = 0
                 while True:
@@ -362,10 +380,10 @@ class Pipeline:
                             mark = len(out)
                             for produced in fn(context, event):
                                 out.append(produced)
-                                out_contexts.append(context)
+                                generated.append(context)
                         break
                     except Exception as exc:
-                        del out[mark:], out_contexts[mark:]  # the failed event's partial output
+                        del out[mark:], generated[mark:]  # the failed event's partial output
                         self._processor_failed(stage, context, event, exc, delivery, retries)
             else:
                 out = []
@@ -393,6 +411,37 @@ class Pipeline:
             if not events:
                 break
         return contexts, events
+
+    def _run_unread(
+        self, stage: _Stage, contexts: Sequence[Context], events: list[Any], delivery: Delivery,
+        retries: list[_Retry],
+    ) -> tuple[Sequence[Context], list[Any]]:
+        """One stage whose processor never reads its context: called with a placeholder, so that lazy
+        contexts stay unbuilt; a failed event meets the error policy with its real context."""
+        fn = stage.fn
+        unread = UNREAD_CONTEXT
+        out: list[Any] = []
+        append = out.append
+        holes = 0
+        it = iter(events)
+        while True:
+            try:
+                for event in it:
+                    result = fn(unread, event)
+                    if result is None:
+                        holes += 1
+                    append(result)
+                break
+            except Exception as exc:
+                index = len(out)
+                append(None)  # keeps events aligned with contexts; removed below
+                holes += 1
+                self._processor_failed(stage, contexts[index], events[index], exc, delivery, retries)
+        if holes:
+            contexts = select_contexts(contexts, [i for i, r in enumerate(out) if r is not None])
+            out = [r for r in out if r is not None]
+        stage.count(len(events), len(out))
+        return contexts, out
 
     # -- processors that prepare ------------------------------------------------------------------------
     def _next_group(self, start: int) -> int:
@@ -427,8 +476,8 @@ class Pipeline:
         return events
 
     async def _run_columns_prepared(
-        self, contexts: list[Context], events: list[Any], delivery: Delivery, retries: list[_Retry], start: int
-    ) -> tuple[list[Context], list[Any]]:
+        self, contexts: Sequence[Context], events: list[Any], delivery: Delivery, retries: list[_Retry], start: int
+    ) -> tuple[Sequence[Context], list[Any]]:
         end = len(self._stages)
         while start < end and events:
             stage = self._stages[start]
@@ -485,7 +534,7 @@ class Pipeline:
                 stage.counters.events_out += len(produced)
                 if not produced and not stage.generator:
                     stage.counters.dropped += 1
-                contexts = [item.context] * len(produced)
+                contexts: Sequence[Context] = [item.context] * len(produced)
                 if produced and stage.index + 1 < len(self._stages):
                     if self._prepared:
                         contexts, produced = await self._run_columns_prepared(

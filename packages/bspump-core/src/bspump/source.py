@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import abc
 import asyncio
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .batch import Context
@@ -38,11 +38,12 @@ class Source(Component):
         self,
         events: list[Any],
         context: Context | None = None,
-        contexts: list[Context] | None = None,
+        contexts: Sequence[Context] | None = None,
         delivery: Delivery | None = None,
     ) -> None:
         """Hand a batch to the pipeline; returns once it left the processors (sinks ack later). Waits while
-        the pipeline is throttled; raises PipelineStoppedError once it is stopping."""
+        the pipeline is throttled; raises PipelineStoppedError once it is stopping. ``contexts`` (one per
+        event) may be :class:`~bspump.LazyContexts`, built only where a processor or the sink reads them."""
         self.counters.events_out += len(events)
         await self.pipeline.emit(events, context, contexts, delivery)
 

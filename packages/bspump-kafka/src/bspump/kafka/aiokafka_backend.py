@@ -42,6 +42,7 @@ from .backend import (
     SendDone,
 )
 from .codec import encode_auto
+from .contexts import KafkaContexts
 from .options import (
     ClientOptions,
     ConsumerSettings,
@@ -197,6 +198,10 @@ class AiokafkaConsumer:
 
 _NO_HEADERS: list[tuple[str, bytes]] = []
 _VALUE = operator.attrgetter("value")
+_OFFSET = operator.attrgetter("offset")
+_KEY = operator.attrgetter("key")
+_TIMESTAMP = operator.attrgetter("timestamp")
+_HEADERS = operator.attrgetter("headers")
 
 
 def _as_list(headers: Any) -> list[tuple[str, bytes]]:
@@ -406,22 +411,33 @@ class AiokafkaProducer:
 
 
 def _fetched(data: Mapping[Any, list[Any]]) -> Fetched:
-    """Values, contexts and next positions of the records of one ``getmany``."""
+    """Values, contexts (kept as columns: :class:`KafkaContexts`) and next positions of one ``getmany``."""
     values: list[bytes | None] = []
-    contexts: list[dict[str, Any]] = []
+    topics: list[str] = []
+    partitions: list[int] = []
+    offsets: list[int] = []
+    keys: list[bytes | None] = []
+    timestamps: list[int] = []
+    headers: list[Any] = []
     positions: dict[Partition, int] = {}
+    names = {tp.topic for tp, records in data.items() if records}
+    single = next(iter(names)) if len(names) == 1 else None  # one topic: no topic column
     for tp, records in data.items():
         if not records:
             continue
         topic = tp.topic
         partition = tp.partition
         values.extend(map(_VALUE, records))
-        contexts.extend([
-            {"topic": topic, "partition": partition, "offset": r.offset, "key": r.key,
-             "timestamp": r.timestamp, "headers": r.headers}
-            for r in records
-        ])
+        if single is None:
+            topics.extend([topic] * len(records))
+        partitions.extend([partition] * len(records))
+        offsets.extend(map(_OFFSET, records))
+        keys.extend(map(_KEY, records))
+        timestamps.extend(map(_TIMESTAMP, records))
+        headers.extend(map(_HEADERS, records))
         positions[(topic, partition)] = records[-1].offset + 1
+    contexts = KafkaContexts(single, None if single is not None else topics, partitions, offsets, keys,
+                             timestamps, headers)
     return Fetched(values, contexts, positions)
 
 

@@ -74,10 +74,11 @@ class PartitionTurns:
 
 
 class Fetched(NamedTuple):
-    """One fetched batch: raw values, one context per value, and the next offset per partition."""
+    """One fetched batch: raw values, one context per value (lazy: :class:`KafkaContexts`), and the next
+    offset per partition."""
 
     values: list[bytes | None]
-    contexts: list[dict[str, Any]]
+    contexts: Sequence[dict[str, Any]]
     positions: dict[Partition, int]
 
 

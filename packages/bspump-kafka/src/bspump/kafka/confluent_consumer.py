@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import operator
 import threading
 import time
 from collections import deque
@@ -21,10 +22,13 @@ from typing import Any
 from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 
 from .backend import AssignHandler, Fetched, Partition, RevokeHandler
+from .contexts import KafkaContexts
 from .options import ClientOptions, ConsumerSettings, confluent_common, confluent_consumer
 
 log = logging.getLogger("bspump.kafka")
 librdkafka_log = logging.getLogger("bspump.kafka.librdkafka")
+
+_SECOND = operator.itemgetter(1)  # of Message.timestamp(): (type, milliseconds)
 
 
 class ConfluentConsumer:
@@ -236,9 +240,9 @@ class ConfluentConsumer:
     def _unpack(self, messages: list[Any]) -> Fetched:
         """Values, contexts and next positions of consumed messages; raises on a fatal consumer error.
 
-        Columns are read with ``map`` over the unbound Message methods (C speed); partition and offset are
-        read once and serve both the contexts and the positions (the last offset per partition wins, as
-        consume() keeps each partition's order).
+        Columns are read with ``map`` over the unbound Message methods (C speed) and the contexts keep them
+        (:class:`KafkaContexts`: a dictionary per event only where one is read); partition and offset serve
+        the positions too (the last offset per partition wins, as consume() keeps each partition's order).
         """
         if any(map(Message.error, messages)):
             messages = self._drop_errors(messages)
@@ -246,21 +250,16 @@ class ConfluentConsumer:
         # Consumed messages always have a partition and an offset (the stubs allow None for produced ones).
         partitions: list[Any] = list(map(Message.partition, messages))
         offsets: list[Any] = list(map(Message.offset, messages))
+        keys = list(map(Message.key, messages))
+        timestamps = list(map(_SECOND, map(Message.timestamp, messages)))
+        headers = list(map(Message.headers, messages))
         topic = self._single_topic
         if topic is not None:
-            contexts = [
-                {"topic": topic, "partition": p, "offset": o, "key": m.key(), "timestamp": m.timestamp()[1],
-                 "headers": m.headers() or ()}
-                for m, p, o in zip(messages, partitions, offsets, strict=True)
-            ]
+            contexts = KafkaContexts(topic, None, partitions, offsets, keys, timestamps, headers)
             positions = {(topic, p): o + 1 for p, o in dict(zip(partitions, offsets, strict=True)).items()}
         else:
             topics: list[Any] = list(map(Message.topic, messages))
-            contexts = [
-                {"topic": t, "partition": p, "offset": o, "key": m.key(), "timestamp": m.timestamp()[1],
-                 "headers": m.headers() or ()}
-                for m, t, p, o in zip(messages, topics, partitions, offsets, strict=True)
-            ]
+            contexts = KafkaContexts(None, topics, partitions, offsets, keys, timestamps, headers)
             last = dict(zip(zip(topics, partitions, strict=True), offsets, strict=True))
             positions = {tp: o + 1 for tp, o in last.items()}
         return Fetched(values, contexts, positions)

@@ -252,8 +252,11 @@ _KEY = operator.itemgetter("key")
 _HEADERS = operator.itemgetter("headers")
 
 
-def _column(contexts: list[Any], getter: Any, key: str) -> list[Any]:
-    """``context[key]`` of every context (``None`` where absent), at C speed when all have it."""
+def _column(contexts: Sequence[Any], getter: Any, key: str) -> list[Any]:
+    """``context[key]`` of every context (``None`` where absent), at C speed when all have it, and without
+    building lazy contexts that nothing read."""
+    if isinstance(contexts, bspump.LazyContexts):
+        return contexts.column(key)
     try:
         return list(map(getter, contexts))
     except KeyError:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import orjson
@@ -14,6 +14,7 @@ from bspump.config import Choice, Int, Seconds
 
 from .backend import ConsumerClient, Fetched, Partition
 from .connection import KafkaConnection
+from .contexts import KafkaContexts
 from .options import ISOLATION_LEVELS, OFFSET_RESETS, ConsumerSettings
 
 if TYPE_CHECKING:
@@ -29,7 +30,8 @@ class KafkaSource(bspump.PositionedSource[Partition]):
     """Reads ``topics`` (or every topic matching ``topic_pattern``) as a member of ``group_id``.
 
     Each fetch of up to ``batch_size`` records becomes one batch for the pipeline. Every event carries
-    ``topic``, ``partition``, ``offset``, ``key``, ``timestamp`` (ms) and ``headers`` in its context.
+    ``topic``, ``partition``, ``offset``, ``key``, ``timestamp`` (ms) and ``headers`` in its context (a
+    :class:`KafkaContexts`: each context is built where a processor, the sink or a policy reads it).
     ``format`` decodes values: ``bytes`` (as is), ``text`` (UTF-8) or ``json``; a value that does not
     decode goes to the pipeline's error policy (e.g. to the dead-letter sink) with its position.
 
@@ -173,10 +175,13 @@ class KafkaSource(bspump.PositionedSource[Partition]):
         self._fetched.update(positions)
         delivery = self.track(positions)
         if self.key_format == "text":
-            for context in contexts:
-                key = context["key"]
-                if key is not None:
-                    context["key"] = key.decode("utf-8", errors="replace")
+            if isinstance(contexts, KafkaContexts):
+                contexts.text_keys = True  # decoded where a context or the key column is read
+            else:
+                for context in contexts:
+                    key = context["key"]
+                    if key is not None:
+                        context["key"] = key.decode("utf-8", errors="replace")
         fmt = self.format
         events: list[Any]
         if fmt == "bytes":
@@ -192,7 +197,7 @@ class KafkaSource(bspump.PositionedSource[Partition]):
     def _decode_each(
         self,
         values: list[bytes | None],
-        contexts: list[dict[str, Any]],
+        contexts: Sequence[dict[str, Any]],
         decode: Callable[[Any], Any],
         delivery: bspump.Delivery,
     ) -> tuple[list[Any], list[dict[str, Any]]]:

@@ -78,9 +78,10 @@ def classify_code(code: int | None, labels: tuple[str, ...] = ()) -> ErrorKind |
 
 
 def classify_mongo_error(error: BaseException) -> ErrorKind:
-    """Network errors and ``NotWritablePrimary`` are ``LINK``; write concern errors, timeouts and retryable
-    writes ``TRANSIENT``; validation, duplicate keys, bad documents and every other server refusal
-    ``PERMANENT``. Errors that are not PyMongo's go to the standard table (:func:`bspump.classify_error`)."""
+    """Network errors and ``NotWritablePrimary`` are ``LINK``; write concern errors, timeouts, retryable
+    writes and the use of a client closed by a reconnect ``TRANSIENT``; validation, duplicate keys, bad
+    documents and every other server refusal ``PERMANENT``. Errors that are not PyMongo's go to the standard
+    table (:func:`bspump.classify_error`)."""
     if isinstance(error, ConnectionFailure):  # AutoReconnect, NotPrimaryError, NetworkTimeout, selection timeout
         return ErrorKind.LINK
     if isinstance(error, WriteConcernError | ExecutionTimeout):
@@ -99,6 +100,10 @@ def classify_mongo_error(error: BaseException) -> ErrorKind:
     if isinstance(error, OperationFailure):
         labels = tuple(label for label in TRANSIENT_LABELS if error.has_error_label(label))
         return classify_code(error.code, labels) or ErrorKind.PERMANENT
+    if isinstance(error, InvalidOperation) and "after close" in str(error):
+        # A cursor or change stream of a client the connection closed when it reconnected: the next attempt
+        # goes through the connection's new client. (Seen as a crashed change stream source after a restart.)
+        return ErrorKind.TRANSIENT
     if isinstance(error, ConfigurationError | InvalidOperation | PyMongoError):
         return ErrorKind.PERMANENT
     return classify_error(error)
