@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Callable
 from typing import Any
 
 import orjson
@@ -61,10 +62,13 @@ class _SendState:
             if settled == enqueued:  # every report already arrived during a BufferError poll
                 finish()
 
-        self.report = report
-        self.seal = seal
+        self.report: Callable[[KafkaError | None, Any], None] = report
+        self.seal: Callable[[int], None] = seal
 
     def finish(self) -> None:
+        # The closures refer to this state (through ``finish``): dropping them breaks that cycle, so the state
+        # is freed by reference counting once librdkafka lets go of its last report, not by a GC pass.
+        self.report = self.seal = _settled
         if self.refused:
             self.failures.extend(self._locate())
         self.done(self.failures)
@@ -87,6 +91,10 @@ class _SendState:
             if candidates:
                 located.append((candidates.pop(0), KafkaException(error)))
         return located
+
+
+def _settled(*args: Any) -> None:
+    """What a settled send's ``report`` and ``seal`` became: nothing is left to count."""
 
 
 _ANY_PARTITION = -1  # RD_KAFKA_PARTITION_UA: librdkafka's partitioner decides
