@@ -99,6 +99,8 @@ def test_the_aiokafka_consumer_unpacks_records_into_columns() -> None:
     assert fetched.values == [b"v10", b"v11", b"v20"]
     assert list(fetched.contexts) == [EXPECTED[0], EXPECTED[2], EXPECTED[1]]
     assert fetched.positions == {("orders", 0): 12, ("orders", 1): 21}
+    compacted = _fetched({TopicPartition("orders", 0): [record("orders", 0, o, None, 1, ()) for o in (3, 7, 8)]})
+    assert [c["offset"] for c in compacted.contexts] == [3, 7, 8] and compacted.positions == {("orders", 0): 9}
     two = _fetched({**data, TopicPartition("audit", 0): [record("audit", 0, 5, None, 500, ())]})
     assert isinstance(two.contexts, KafkaContexts)
     assert two.contexts.column("topic") == ["orders", "orders", "orders", "audit"]
