@@ -7,6 +7,7 @@ import enum
 import logging
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from itertools import repeat
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .backoff import Backoff
@@ -357,77 +358,35 @@ class Pipeline:
         nothing leaves the context list untouched, so no (context, event) tuple is built per event.
         Lazy contexts are built before the first stage that reads them (never, if none does)."""
         for stage in self._stages[start:stop] if start or stop is not None else self._stages:
-            if not stage.reads_context and not stage.generator:
-                contexts, events = self._run_unread(stage, contexts, events, delivery, retries)
-                if not events:
-                    break
-                continue
-            if isinstance(contexts, LazyContexts):
-                contexts = contexts.materialize()
-            fn = stage.fn
-            it = zip(contexts, events, strict=True)
-            context: Context = {}
-            event = None
-            out_contexts: Sequence[Context]
             if stage.generator:
-                generated: list[Context] = []
-                out_contexts = generated
-                out: list[Any] = []
-                mark = 0
-                while True:
-                    try:
-                        for context, event in it:
-                            mark = len(out)
-                            for produced in fn(context, event):
-                                out.append(produced)
-                                generated.append(context)
-                        break
-                    except Exception as exc:
-                        del out[mark:], generated[mark:]  # the failed event's partial output
-                        self._processor_failed(stage, context, event, exc, delivery, retries)
+                contexts, events = self._run_generator(stage, as_list(contexts), events, delivery, retries)
             else:
-                out = []
-                append = out.append
-                holes = 0
-                while True:
-                    try:
-                        for context, event in it:
-                            result = fn(context, event)
-                            if result is None:
-                                holes += 1
-                            append(result)
-                        break
-                    except Exception as exc:
-                        append(None)  # keeps events aligned with contexts; removed below
-                        holes += 1
-                        self._processor_failed(stage, context, event, exc, delivery, retries)
-                if holes:
-                    out_contexts = [c for c, r in zip(contexts, out, strict=True) if r is not None]
-                    out = [r for r in out if r is not None]
-                else:
-                    out_contexts = contexts
-            stage.count(len(events), len(out))
-            contexts, events = out_contexts, out
+                contexts, events = self._run_processor(stage, contexts, events, delivery, retries)
             if not events:
                 break
         return contexts, events
 
-    def _run_unread(
+    def _run_processor(
         self, stage: _Stage, contexts: Sequence[Context], events: list[Any], delivery: Delivery,
         retries: list[_Retry],
     ) -> tuple[Sequence[Context], list[Any]]:
-        """One stage whose processor never reads its context: called with a placeholder, so that lazy
-        contexts stay unbuilt; a failed event meets the error policy with its real context."""
+        """One processor over a batch with per-event contexts. A processor whose code never reads its context
+        is called with a read-only placeholder, so that lazy contexts stay unbuilt; a failed event meets the
+        error policy with its real context either way."""
         fn = stage.fn
-        unread = UNREAD_CONTEXT
+        if stage.reads_context:
+            if isinstance(contexts, LazyContexts):
+                contexts = contexts.materialize()
+            it = zip(contexts, events, strict=True)
+        else:
+            it = zip(repeat(UNREAD_CONTEXT), events)
         out: list[Any] = []
         append = out.append
         holes = 0
-        it = iter(events)
         while True:
             try:
-                for event in it:
-                    result = fn(unread, event)
+                for context, event in it:
+                    result = fn(context, event)
                     if result is None:
                         holes += 1
                     append(result)
@@ -442,6 +401,32 @@ class Pipeline:
             out = [r for r in out if r is not None]
         stage.count(len(events), len(out))
         return contexts, out
+
+    def _run_generator(
+        self, stage: _Stage, contexts: list[Context], events: list[Any], delivery: Delivery,
+        retries: list[_Retry],
+    ) -> tuple[list[Context], list[Any]]:
+        """One generator over a batch with per-event contexts: each output shares its input's context."""
+        fn = stage.fn
+        it = zip(contexts, events, strict=True)
+        context: Context = {}
+        event = None
+        generated: list[Context] = []
+        out: list[Any] = []
+        mark = 0
+        while True:
+            try:
+                for context, event in it:
+                    mark = len(out)
+                    for produced in fn(context, event):
+                        out.append(produced)
+                        generated.append(context)
+                break
+            except Exception as exc:
+                del out[mark:], generated[mark:]  # the failed event's partial output
+                self._processor_failed(stage, context, event, exc, delivery, retries)
+        stage.count(len(events), len(out))
+        return generated, out
 
     # -- processors that prepare ------------------------------------------------------------------------
     def _next_group(self, start: int) -> int:
