@@ -383,8 +383,14 @@ async def test_server_restart_mid_stream_loses_nothing(change_stream_uri: str, m
                              {"collection": "target"}, processor=True)
     connection = app.pump_service.connections["MongoDBConnection"]
 
+    restarted = asyncio.Event()
+
     async def write_source() -> None:
         for first in range(0, total, 100):
+            if first == total // 2:
+                # The second half only once the server is back: it reaches the target only through the
+                # reconnected pipeline (otherwise everything could be replicated before the outage).
+                await restarted.wait()
             while True:
                 try:
                     await insert_range(change_stream_uri, mongo_db_name, "source", first, first + 100)
@@ -399,6 +405,7 @@ async def test_server_restart_mid_stream_loses_nothing(change_stream_uri: str, m
         # Down until the pipeline noticed (longer than the driver's own retry): the reconnect path runs.
         await wait_for(lambda: connection.failure_count >= 1, 30, "the link failure reported")
         await asyncio.to_thread(server_control.start, "secantusdb")
+        restarted.set()
 
     writer = asyncio.create_task(write_source())
     restarter = asyncio.create_task(restart_midway())
