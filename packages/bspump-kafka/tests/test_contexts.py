@@ -77,6 +77,8 @@ def test_the_confluent_consumer_unpacks_messages_into_columns() -> None:
         consumer._single_topic = single
         fetched = consumer._unpack(messages)
         assert fetched.values == [b"v10", b"v20", b"v11"]
+        assert isinstance(fetched.contexts, KafkaContexts)
+        assert fetched.contexts.column("timestamp") == [1000, 2000, 3000]  # from librdkafka's (type, ms) pairs
         assert list(fetched.contexts) == EXPECTED
         assert fetched.positions == {("orders", 0): 12, ("orders", 1): 21}
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
-import operator
 import threading
 import time
 from collections import deque
@@ -27,8 +26,6 @@ from .options import ClientOptions, ConsumerSettings, confluent_common, confluen
 
 log = logging.getLogger("bspump.kafka")
 librdkafka_log = logging.getLogger("bspump.kafka.librdkafka")
-
-_SECOND = operator.itemgetter(1)  # of Message.timestamp(): (type, milliseconds)
 
 
 class ConfluentConsumer:
@@ -251,15 +248,16 @@ class ConfluentConsumer:
         partitions: list[Any] = list(map(Message.partition, messages))
         offsets: list[Any] = list(map(Message.offset, messages))
         keys = list(map(Message.key, messages))
-        timestamps = list(map(_SECOND, map(Message.timestamp, messages)))
+        timestamps = list(map(Message.timestamp, messages))  # (type, ms) pairs: KafkaContexts takes the ms
         headers = list(map(Message.headers, messages))
         topic = self._single_topic
         if topic is not None:
-            contexts = KafkaContexts(topic, None, partitions, offsets, keys, timestamps, headers)
+            contexts = KafkaContexts(topic, None, partitions, offsets, keys, timestamps, headers, timestamp_pairs=True)
             positions = {(topic, p): o + 1 for p, o in dict(zip(partitions, offsets, strict=True)).items()}
         else:
             topics: list[Any] = list(map(Message.topic, messages))
-            contexts = KafkaContexts(None, topics, partitions, offsets, keys, timestamps, headers)
+            contexts = KafkaContexts(None, topics, partitions, offsets, keys, timestamps, headers,
+                                     timestamp_pairs=True)
             last = dict(zip(zip(topics, partitions, strict=True), offsets, strict=True))
             positions = {tp: o + 1 for tp, o in last.items()}
         return Fetched(values, contexts, positions)

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import operator
 from collections.abc import Sequence
 from typing import Any
 
 import bspump
+
+_MILLISECONDS = operator.itemgetter(1)  # of a (type, milliseconds) pair
 
 
 class KafkaContexts(bspump.LazyContexts):
@@ -15,9 +18,12 @@ class KafkaContexts(bspump.LazyContexts):
     when a processor, the sink or an error policy reads it (see :class:`bspump.LazyContexts`). The sink reads
     ``key`` and ``headers`` as columns. Columns rather than the client's record objects, so that a record's
     raw value is freed once decoded, as before. ``text_keys`` decodes keys as UTF-8 where they are read.
+    ``timestamps`` holds milliseconds, or, with ``timestamp_pairs``, librdkafka's ``(type, milliseconds)``
+    pairs as its messages give them (the milliseconds are taken where read: one pass less per fetch).
     """
 
-    __slots__ = ("headers", "keys", "offsets", "partitions", "text_keys", "timestamps", "topic", "topics")
+    __slots__ = ("headers", "keys", "offsets", "partitions", "text_keys", "timestamp_pairs", "timestamps", "topic",
+                 "topics")
 
     def __init__(
         self,
@@ -26,8 +32,9 @@ class KafkaContexts(bspump.LazyContexts):
         partitions: Sequence[int],
         offsets: Sequence[int],
         keys: Sequence[bytes | None],
-        timestamps: Sequence[int],
+        timestamps: Sequence[Any],
         headers: Sequence[Any],
+        timestamp_pairs: bool = False,
     ) -> None:
         super().__init__(range(len(partitions)))
         self.topic = topic  # every record's, or None: then each one's is in ``topics``
@@ -37,22 +44,25 @@ class KafkaContexts(bspump.LazyContexts):
         self.keys = keys
         self.timestamps = timestamps
         self.headers = headers
+        self.timestamp_pairs = timestamp_pairs
         self.text_keys = False
 
     def make(self, row: int) -> dict[str, Any]:
         key: bytes | str | None = self.keys[row]
         if self.text_keys and isinstance(key, bytes):
             key = key.decode("utf-8", errors="replace")
+        timestamp = self.timestamps[row]
         return {"topic": self.topic if self.topics is None else self.topics[row], "partition": self.partitions[row],
-                "offset": self.offsets[row], "key": key, "timestamp": self.timestamps[row],
-                "headers": self.headers[row] or ()}
+                "offset": self.offsets[row], "key": key,
+                "timestamp": timestamp[1] if self.timestamp_pairs else timestamp, "headers": self.headers[row] or ()}
 
     def make_all(self, rows: Sequence[int]) -> list[dict[str, Any]]:
         if type(rows) is not range or self.text_keys or self.topics is not None:
             return super().make_all(rows)
         topic = self.topic
+        timestamps = map(_MILLISECONDS, self.timestamps) if self.timestamp_pairs else self.timestamps
         return [{"topic": topic, "partition": p, "offset": o, "key": k, "timestamp": t, "headers": h or ()}
-                for p, o, k, t, h in zip(self.partitions, self.offsets, self.keys, self.timestamps, self.headers,
+                for p, o, k, t, h in zip(self.partitions, self.offsets, self.keys, timestamps, self.headers,
                                          strict=True)]
 
     def row_column(self, key: str) -> list[Any] | None:
@@ -72,7 +82,7 @@ class KafkaContexts(bspump.LazyContexts):
         elif key == "offset":
             column = self.offsets
         elif key == "timestamp":
-            column = self.timestamps
+            column = list(map(_MILLISECONDS, self.timestamps)) if self.timestamp_pairs else self.timestamps
         else:
             return [None] * len(rows)  # no context of this batch has any other key (none was read yet)
         if type(rows) is range:
