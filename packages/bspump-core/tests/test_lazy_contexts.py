@@ -101,6 +101,10 @@ def test_lazy_contexts_build_each_context_once_and_only_when_read() -> None:
     assert list(contexts) == everything
     with pytest.raises(IndexError):
         contexts[3]
+    emptied = Positions([1, 2])
+    cleared = emptied[0]
+    cleared.clear()  # an empty context is still the one a reader holds
+    assert emptied.materialize()[0] is cleared and emptied.made == [1, 2]
 
 
 def test_columns_without_building_and_views_after_drops() -> None:

@@ -89,7 +89,7 @@ class LazyContexts(Sequence[Context], abc.ABC):
         if not made:
             contexts = self.make_all(self.rows)
         else:
-            contexts = [made.get(i) or self.make(row) for i, row in enumerate(self.rows)]
+            contexts = [made[i] if i in made else self.make(row) for i, row in enumerate(self.rows)]
         self._made = dict(enumerate(contexts))
         return contexts
 
