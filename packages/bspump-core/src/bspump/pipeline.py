@@ -17,7 +17,7 @@ from .config import Choice, Int, Seconds
 from .connection import Connection, ConnectionState
 from .delivery import Delivery
 from .errors import PipelineBuildError, PipelineStoppedError, describe_error
-from .lazy_contexts import UNREAD_CONTEXT, LazyContexts, as_list, reads_context, select_contexts
+from .lazy_contexts import UNREAD_CONTEXT, as_list, reads_context, select_contexts
 from .metrics import Counters
 from .policy import POLICY_ALIASES, POLICY_NAMES, ErrorPolicy, PolicyEnforcer, StopRequested
 from .processor import Generator, Processor
@@ -375,8 +375,7 @@ class Pipeline:
         error policy with its real context either way."""
         fn = stage.fn
         if stage.reads_context:
-            if isinstance(contexts, LazyContexts):
-                contexts = contexts.materialize()
+            contexts = as_list(contexts)
             it = zip(contexts, events, strict=True)
         else:
             it = zip(repeat(UNREAD_CONTEXT), events)

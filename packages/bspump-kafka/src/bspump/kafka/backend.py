@@ -12,6 +12,7 @@ from typing import Any, NamedTuple, Protocol
 
 from bspump import ErrorKind
 
+from .contexts import KafkaContexts
 from .options import ClientOptions, ConsumerSettings, ProducerSettings
 
 Partition = tuple[str, int]
@@ -78,7 +79,7 @@ class Fetched(NamedTuple):
     offset per partition."""
 
     values: list[bytes | None]
-    contexts: Sequence[dict[str, Any]]
+    contexts: KafkaContexts
     positions: dict[Partition, int]
 
 

@@ -220,7 +220,7 @@ class ConfluentConsumer:
         if self._failure is not None:
             raise self._failure
         if messages is None:
-            return Fetched([], [], {})
+            return self._unpack([])
         return self._unpack(messages)
 
     def _take(self) -> list[Any] | None:

@@ -48,21 +48,21 @@ class KafkaContexts(bspump.LazyContexts):
         self.text_keys = False
 
     def make(self, row: int) -> dict[str, Any]:
-        key: bytes | str | None = self.keys[row]
-        if self.text_keys and isinstance(key, bytes):
-            key = key.decode("utf-8", errors="replace")
+        key = self.keys[row]
         timestamp = self.timestamps[row]
         return {"topic": self.topic if self.topics is None else self.topics[row], "partition": self.partitions[row],
-                "offset": self.offsets[row], "key": key,
+                "offset": self.offsets[row], "key": _text(key) if self.text_keys else key,
                 "timestamp": timestamp[1] if self.timestamp_pairs else timestamp, "headers": self.headers[row] or ()}
+
+    def _milliseconds(self) -> Sequence[int]:
+        return list(map(_MILLISECONDS, self.timestamps)) if self.timestamp_pairs else self.timestamps
 
     def make_all(self, rows: Sequence[int]) -> list[dict[str, Any]]:
         if type(rows) is not range or self.text_keys or self.topics is not None:
             return super().make_all(rows)
         topic = self.topic
-        timestamps = map(_MILLISECONDS, self.timestamps) if self.timestamp_pairs else self.timestamps
         return [{"topic": topic, "partition": p, "offset": o, "key": k, "timestamp": t, "headers": h or ()}
-                for p, o, k, t, h in zip(self.partitions, self.offsets, self.keys, timestamps, self.headers,
+                for p, o, k, t, h in zip(self.partitions, self.offsets, self.keys, self._milliseconds(), self.headers,
                                          strict=True)]
 
     def row_column(self, key: str) -> list[Any] | None:
@@ -73,7 +73,7 @@ class KafkaContexts(bspump.LazyContexts):
         if key == "key":
             column = self.keys
             if self.text_keys:
-                column = [None if k is None else k.decode("utf-8", errors="replace") for k in column]
+                column = list(map(_text, column))
         elif key == "headers":
             headers = self.headers
             column = [h or () for h in headers] if any(headers) else [()] * len(headers)
@@ -82,9 +82,14 @@ class KafkaContexts(bspump.LazyContexts):
         elif key == "offset":
             column = self.offsets
         elif key == "timestamp":
-            column = list(map(_MILLISECONDS, self.timestamps)) if self.timestamp_pairs else self.timestamps
+            column = self._milliseconds()
         else:
             return [None] * len(rows)  # no context of this batch has any other key (none was read yet)
         if type(rows) is range:
             return list(column)
         return [column[i] for i in rows]
+
+
+def _text(key: bytes | None) -> str | None:
+    """A key as text (``text_keys``): UTF-8, undecodable bytes replaced."""
+    return None if key is None else key.decode("utf-8", errors="replace")

@@ -14,7 +14,6 @@ from bspump.config import Choice, Int, Seconds
 
 from .backend import ConsumerClient, Fetched, Partition
 from .connection import KafkaConnection
-from .contexts import KafkaContexts
 from .options import ISOLATION_LEVELS, OFFSET_RESETS, ConsumerSettings
 
 if TYPE_CHECKING:
@@ -170,18 +169,13 @@ class KafkaSource(bspump.PositionedSource[Partition]):
             await self.maybe_commit()
 
     async def _emit(self, fetched: Fetched) -> None:
-        values, contexts, positions = fetched
+        values, fetched_contexts, positions = fetched
         self.records_fetched += len(values)
         self._fetched.update(positions)
         delivery = self.track(positions)
         if self.key_format == "text":
-            if isinstance(contexts, KafkaContexts):
-                contexts.text_keys = True  # decoded where a context or the key column is read
-            else:
-                for context in contexts:
-                    key = context["key"]
-                    if key is not None:
-                        context["key"] = key.decode("utf-8", errors="replace")
+            fetched_contexts.text_keys = True  # decoded where a context or the key column is read
+        contexts: Sequence[dict[str, Any]] = fetched_contexts
         fmt = self.format
         events: list[Any]
         if fmt == "bytes":
