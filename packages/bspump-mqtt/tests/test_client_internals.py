@@ -46,6 +46,16 @@ def _connection(port: int, protocol: str, **extra: Any) -> MQTTConnection:
     return MQTTConnection(app, "MQTTConnection", config=config)
 
 
+async def _accept(broker: FakeBroker, session_present: bool, qos: int) -> Any:
+    """Answer the client's CONNECT and its SUBSCRIBE as a broker does; returns the CONNECT packet."""
+    connect = await broker.read()
+    broker.send(broker.connack(session_present=session_present))
+    subscribe = await broker.read()
+    assert subscribe.kind == SUBSCRIBE
+    broker.send(broker.suback(subscribe.mid, [qos]))
+    return connect
+
+
 @pytest.mark.parametrize("protocol", ["5", "3.1.1"])
 async def test_qos1_messages_are_acknowledged_only_when_settled_and_in_order(protocol: str) -> None:
     async with FakeBroker(v5=protocol == "5") as broker:
@@ -54,12 +64,8 @@ async def test_qos1_messages_are_acknowledged_only_when_settled_and_in_order(pro
         connection.subscribe(("sensors/+",), 1, inbox)
         await connection.open()
 
-        connect = await broker.read()
+        connect = await _accept(broker, session_present=True, qos=1)
         assert connect.kind == 1
-        broker.send(broker.connack(session_present=True))
-        subscribe = await broker.read()
-        assert subscribe.kind == SUBSCRIBE
-        broker.send(broker.suback(subscribe.mid, [1]))
         await connection.wait_ready(10)
         assert connection.session_present
 
@@ -86,10 +92,7 @@ async def test_qos2_completion_waits_for_settling() -> None:
         inbox = Inbox("test", 100)
         connection.subscribe(("q2/#",), 2, inbox)
         await connection.open()
-        await broker.read()
-        broker.send(broker.connack(session_present=False))
-        subscribe = await broker.read()
-        broker.send(broker.suback(subscribe.mid, [2]))
+        await _accept(broker, session_present=False, qos=2)
         await connection.wait_ready(10)
         assert not connection.session_present
 
@@ -113,10 +116,7 @@ async def test_messages_of_no_subscription_are_acknowledged_so_they_block_nothin
         inbox = Inbox("test", 100)
         connection.subscribe(("wanted/#",), 1, inbox)
         await connection.open()
-        await broker.read()
-        broker.send(broker.connack(session_present=True))
-        subscribe = await broker.read()
-        broker.send(broker.suback(subscribe.mid, [1]))
+        await _accept(broker, session_present=True, qos=1)
         await connection.wait_ready(10)
         broker.send(broker.publish("stale/subscription", b"old", 1, 3))
         ack = await broker.read()
@@ -134,10 +134,7 @@ async def test_reading_pauses_when_the_broker_ignores_receive_maximum() -> None:
         inbox = Inbox("test", 100)
         connection.subscribe(("flood/#",), 1, inbox)
         await connection.open()
-        await broker.read()
-        broker.send(broker.connack(session_present=True))
-        subscribe = await broker.read()
-        broker.send(broker.suback(subscribe.mid, [1]))
+        await _accept(broker, session_present=True, qos=1)
         await connection.wait_ready(10)
 
         broker.send(b"".join(broker.publish(f"flood/{mid}", b"m", 1, mid) for mid in range(1, 13)))
@@ -163,10 +160,7 @@ async def test_qos2_released_before_a_reconnect_is_completed_on_the_resumed_sess
         inbox = Inbox("test", 100)
         connection.subscribe(("q2/#",), 2, inbox)
         await connection.open()
-        await broker.read()
-        broker.send(broker.connack(session_present=True))
-        subscribe = await broker.read()
-        broker.send(broker.suback(subscribe.mid, [2]))
+        await _accept(broker, session_present=True, qos=2)
         await connection.wait_ready(10)
         broker.send(broker.publish("q2/a", b"once", 2, 40))
         assert (await broker.read()).kind == 5  # PUBREC
@@ -175,10 +169,7 @@ async def test_qos2_released_before_a_reconnect_is_completed_on_the_resumed_sess
 
         broker.drop()
         await broker.next_client()
-        await broker.read()  # CONNECT of the reconnect
-        broker.send(broker.connack(session_present=True))
-        subscribe = await broker.read()
-        broker.send(broker.suback(subscribe.mid, [2]))
+        await _accept(broker, session_present=True, qos=2)  # the reconnect
         await wait_for(lambda: connection.ready and connection.connect_count == 2, 10, what="the reconnect")
         assert len(inbox) == 1, "an unread QoS 2 message was dropped: the broker will not send it again"
 
@@ -197,11 +188,8 @@ async def test_will_message_and_missing_session_warning(caplog: pytest.LogCaptur
                                  will_qos=1, will_retain=True)
         connection.subscribe(("in/#",), 1, Inbox("test", 10))
         await connection.open()
-        connect = await broker.read()
+        connect = await _accept(broker, session_present=False, qos=1)
         assert b"status/pump-1" in connect.body and b"offline" in connect.body
-        broker.send(broker.connack(session_present=False))
-        subscribe = await broker.read()
-        broker.send(broker.suback(subscribe.mid, [1]))
         await connection.wait_ready(10)
         await connection.close()
     warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
