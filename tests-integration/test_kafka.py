@@ -194,6 +194,33 @@ async def test_round_trip_between_multi_partition_topics(
     assert app.exit_code == 0
 
 
+@pytest.mark.parametrize("keyed", [False, True])
+async def test_idempotent_sink_writes_many_batches_once_and_in_order(
+    kafka_bootstrap: str, kafka_topic_factory: TopicFactory, client: str, keyed: bool
+) -> None:
+    """Small batches (~100 records each) from an idempotent producer: the broker checks each batch's sequence
+    number against the record count of the one before, so a wrong count fails the writes."""
+    source_topic = await kafka_topic_factory(partitions=1)
+    target_topic = await kafka_topic_factory(partitions=3)
+    total = 6000
+    await produce(kafka_bootstrap, source_topic, json_values(0, total),
+                  [f"k{i % 7}".encode() for i in range(total)] if keyed else None)
+    app, pipeline = build_app(kafka_bootstrap, client, {"topics": source_topic, "group_id": f"{source_topic}-g"},
+                              {"topic": target_topic, "enable_idempotence": True, "max_batch_size": 4096})
+    await run_until(app, lambda: sink_count(pipeline) >= total, 60, f"{total} events written")
+
+    records = await read_all(kafka_bootstrap, target_topic, total)
+    numbers = [orjson.loads(r.value)["n"] for r in records]
+    assert sorted(numbers) == list(range(total))  # each once
+    by_partition: dict[int, list[int]] = {}
+    for r, n in zip(records, numbers, strict=True):
+        by_partition.setdefault(r.partition, []).append(n)
+    assert all(ns == sorted(ns) for ns in by_partition.values())  # in the order read
+    expected = {(murmur2(f"k{i}".encode()) & 0x7FFFFFFF) % 3 for i in range(7)} if keyed else {0, 1, 2}
+    assert set(by_partition) == expected
+    assert app.exit_code == 0 and not pipeline.counters.errors
+
+
 class KeepContexts(bspump.Processor):
     """Keeps a copy of every event's context."""
 

@@ -31,6 +31,7 @@ from bspump import ErrorKind
 from bspump.codec import json_default
 from bspump.log_limit import limit_logger_rate
 
+from .aiokafka_records import appends_directly, finish_batch, record_appender
 from .backend import (
     AssignHandler,
     Fetched,
@@ -219,15 +220,22 @@ def _others(members: range, state: _SendState) -> Sequence[int]:
     return [i for i in members if i not in failed]
 
 
-async def _hand_over(producer: AIOKafkaProducer, builder: Any, topic: str, partition: int) -> asyncio.Future[Any]:
+async def _hand_over(producer: AIOKafkaProducer, builder: Any, count: int, topic: str,
+                     partition: int) -> asyncio.Future[Any]:
     """Give a complete batch to the producer, closed: aiokafka lets an open batch linger (``linger_ms``) for
     records that ``send()`` might add, and adds the next batch of a partition only once the previous one was
     taken. On one partition that made every batch wait out ``linger_ms`` in turn: 1,000 records per ~6 ms,
     half the throughput of three partitions, whose batches linger side by side. The records of a closed
-    batch are all there: it goes with the next request."""
-    builder.close()
+    batch are all there: it goes with the next request. ``count``: the records added to it."""
+    finish_batch(builder, count)
     future: asyncio.Future[Any] = await producer.send_batch(builder, topic, partition=partition)
     return future
+
+
+def _open_batch(producer: AIOKafkaProducer) -> list[Any]:
+    """``[builder, indexes of its records, how to add a record to it]`` for a new batch."""
+    builder = producer.create_batch()
+    return [builder, [], record_appender(builder)]
 
 
 def _too_large() -> kafka_errors.KafkaError:
@@ -287,6 +295,9 @@ class AiokafkaProducer:
         except BaseException:
             await self.close()
             raise
+        if not appends_directly(self._producer.create_batch()):
+            log.info("aiokafka %s: batches are filled through BatchBuilder.append (its internals are not the "
+                     "ones bspump knows; ~150 ns more per record)", aiokafka_version)
 
     async def send(self, out: OutBatch, done: SendDone) -> None:
         state = _SendState(done)
@@ -310,7 +321,8 @@ class AiokafkaProducer:
             partitions = sorted(await producer.partitions_for(topic))
             partition = partitions[self._turns.next(topic, len(partitions))]
             builder = producer.create_batch()
-            append = builder.append
+            append = record_appender(builder)
+            added = 0  # records in ``builder``
             dumps = orjson.dumps
             inline_json = encode is encode_auto  # dicts as JSON without a Python call per record
             for index, value in enumerate(values):
@@ -324,18 +336,21 @@ class AiokafkaProducer:
                         state.failures.append((index, exc))
                         continue
                 record_headers = _NO_HEADERS if headers is None else _as_list(headers[index])
-                if append(key=None, value=value, timestamp=None, headers=record_headers) is None:
-                    if index > start:
-                        future = await _hand_over(producer, builder, topic, partition)
+                if append(added, None, None, value, record_headers) is None:
+                    if added:
+                        future = await _hand_over(producer, builder, added, topic, partition)
                         state.watch(future, _others(range(start, index), state))
                     builder = producer.create_batch()
-                    append = builder.append
+                    append = record_appender(builder)
+                    added = 0
                     start = index
-                    if append(key=None, value=value, timestamp=None, headers=record_headers) is None:
+                    if append(added, None, None, value, record_headers) is None:
                         state.failures.append((index, _too_large()))
                         start = index + 1
-            if count > start:
-                future = await _hand_over(producer, builder, topic, partition)
+                        continue
+                added += 1
+            if added:
+                future = await _hand_over(producer, builder, added, topic, partition)
                 state.watch(future, _others(range(start, count), state))
         except Exception as exc:
             # No metadata (cluster unreachable, unknown topic): what was not handed over failed.
@@ -351,7 +366,7 @@ class AiokafkaProducer:
         headers = out.headers
         topics = out.topics
         encode = out.encode
-        # (topic, partition) -> [builder, indexes of its records]
+        # (topic, partition) -> [builder, indexes of its records, how to add a record to it]
         open_batches: dict[Partition, list[Any]] = {}
         last_topic: str | None = None
         partitions: list[int] = []
@@ -382,24 +397,23 @@ class AiokafkaProducer:
                     slot_key = (topic, partition)
                     found = open_batches.get(slot_key)
                     if found is None:
-                        found = open_batches[slot_key] = [producer.create_batch(), []]
+                        found = open_batches[slot_key] = _open_batch(producer)
                     slot = found
-                if slot[0].append(key=key, value=value, timestamp=None, headers=record_headers) is None:
+                if slot[2](len(slot[1]), None, key, value, record_headers) is None:
                     if slot[1]:
-                        state.watch(await _hand_over(producer, slot[0], topic, partition), slot[1])
-                    slot[0] = producer.create_batch()
-                    slot[1] = []
-                    if slot[0].append(key=key, value=value, timestamp=None, headers=record_headers) is None:
+                        state.watch(await _hand_over(producer, slot[0], len(slot[1]), topic, partition), slot[1])
+                    slot[:] = _open_batch(producer)
+                    if slot[2](0, None, key, value, record_headers) is None:
                         state.failures.append((index, _too_large()))
                         continue
                 slot[1].append(index)
             index = len(values)
             while open_batches:
-                (topic, partition), (builder, members) = open_batches.popitem()
+                (topic, partition), (builder, members, _) = open_batches.popitem()
                 if members:
-                    state.watch(await _hand_over(producer, builder, topic, partition), members)
+                    state.watch(await _hand_over(producer, builder, len(members), topic, partition), members)
         except Exception as exc:
-            unsent = [i for _, members in open_batches.values() for i in members]
+            unsent = [i for _, members, _ in open_batches.values() for i in members]
             unsent.extend(range(index, len(values)))
             failed = {i for i, _ in state.failures}
             state.failures.extend((i, exc) for i in sorted(set(unsent)) if i not in failed)

@@ -1,0 +1,70 @@
+"""Records added straight to aiokafka's record builder make the same batch as through its public append, and
+another aiokafka (a builder this module does not know) falls back to the public append."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiokafka.producer.message_accumulator import BatchBuilder
+
+from bspump.kafka.aiokafka_records import appends_directly, finish_batch, record_appender
+
+RECORDS: list[tuple[int, bytes | None, bytes | None, list[tuple[str, bytes]]]] = [
+    (1_700_000_000_000 + i, None if i % 3 else f"k{i}".encode(), b'{"n": %d}' % i,
+     [("h", str(i).encode())] if i % 4 == 0 else [])
+    for i in range(500)
+]
+
+
+class OtherBuilder(BatchBuilder):  # type: ignore[misc]
+    """Stands for a BatchBuilder this module does not know."""
+
+
+def fill(builder: Any) -> int:
+    append = record_appender(builder)
+    added = 0
+    for timestamp, key, value, headers in RECORDS:
+        if append(added, timestamp, key, value, headers) is None:
+            break
+        added += 1
+    finish_batch(builder, added)
+    return added
+
+
+def test_direct_appends_build_the_same_batch_as_the_public_append() -> None:
+    public = BatchBuilder(1 << 20, 0)
+    for timestamp, key, value, headers in RECORDS:
+        assert public.append(timestamp=timestamp, key=key, value=value, headers=headers) is not None
+    public.close()
+
+    direct = BatchBuilder(1 << 20, 0)
+    assert appends_directly(direct)
+    assert fill(direct) == len(RECORDS)
+    assert direct.record_count() == len(RECORDS) and direct.closed()
+    assert direct._build() == public._build()
+
+
+def test_a_full_batch_takes_no_more_records_either_way() -> None:
+    direct, public = BatchBuilder(2048, 0), OtherBuilder(2048, 0)
+    assert appends_directly(direct) and not appends_directly(public)
+    added = fill(direct)
+    assert 0 < added < len(RECORDS)
+    assert fill(public) == added and public.record_count() == added
+    assert direct._build() == public._build()
+
+
+def test_an_unknown_builder_is_filled_through_its_public_append() -> None:
+    calls: list[dict[str, Any]] = []
+
+    class Recording(OtherBuilder):
+        def append(self, **kwargs: Any) -> Any:
+            calls.append(kwargs)
+            return super().append(**kwargs)
+
+    builder = Recording(1 << 20, 0)
+    assert fill(builder) == len(RECORDS)
+    assert len(calls) == len(RECORDS) and calls[1] == {"timestamp": RECORDS[1][0], "key": None,
+                                                       "value": RECORDS[1][2], "headers": []}
+    reference = BatchBuilder(1 << 20, 0)
+    fill(reference)
+    assert builder._build() == reference._build()
