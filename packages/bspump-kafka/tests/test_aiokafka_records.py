@@ -5,6 +5,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+from aiokafka import AIOKafkaProducer
 from aiokafka.producer.message_accumulator import BatchBuilder
 
 from bspump.kafka.aiokafka_records import appends_directly, finish_batch, record_appender
@@ -31,13 +33,14 @@ def fill(builder: Any) -> int:
     return added
 
 
-def test_direct_appends_build_the_same_batch_as_the_public_append() -> None:
-    public = BatchBuilder(1 << 20, 0)
+@pytest.mark.parametrize("compression", [0, 1])  # none, gzip (the batch is compressed as it is built)
+def test_direct_appends_build_the_same_batch_as_the_public_append(compression: int) -> None:
+    public = BatchBuilder(1 << 20, compression)
     for timestamp, key, value, headers in RECORDS:
         assert public.append(timestamp=timestamp, key=key, value=value, headers=headers) is not None
     public.close()
 
-    direct = BatchBuilder(1 << 20, 0)
+    direct = BatchBuilder(1 << 20, compression)
     assert appends_directly(direct)
     assert fill(direct) == len(RECORDS)
     assert direct.record_count() == len(RECORDS) and direct.closed()
@@ -68,3 +71,12 @@ def test_an_unknown_builder_is_filled_through_its_public_append() -> None:
     reference = BatchBuilder(1 << 20, 0)
     fill(reference)
     assert builder._build() == reference._build()
+
+
+async def test_the_installed_aiokafkas_producer_batches_take_the_direct_path() -> None:
+    """Fails when an aiokafka upgrade changes the internals: the producer would then fall back (slower)."""
+    producer = AIOKafkaProducer(bootstrap_servers="127.0.0.1:1", compression_type="gzip")  # never started
+    try:
+        assert appends_directly(producer.create_batch())
+    finally:
+        await producer.stop()
