@@ -17,6 +17,7 @@ from collections.abc import Callable
 from typing import Any
 
 from aiokafka.producer.message_accumulator import BatchBuilder
+from aiokafka.record.default_records import DefaultRecordBatchBuilder
 
 #: ``append(offset, timestamp, key, value, headers)``: the record's metadata, or ``None`` when the batch is
 #: full. ``offset`` counts the records already in the batch; ``headers`` is a list.
@@ -47,7 +48,7 @@ def appends_directly(builder: Any) -> bool:
         and getattr(builder, "_relative_offset", None) == 0
         and getattr(builder, "_key_serializer", True) is None
         and getattr(builder, "_value_serializer", True) is None
-        and callable(getattr(getattr(builder, "_builder", None), "append", None))
+        and isinstance(getattr(builder, "_builder", None), DefaultRecordBatchBuilder)  # message format v2
         and not builder.closed()
     )
 
