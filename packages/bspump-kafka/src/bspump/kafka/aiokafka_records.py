@@ -6,8 +6,8 @@ half of what adding a record costs: ~300 ns a record through it, ~150 ns calling
 The producer therefore appends through :func:`record_appender`, which hands out the record builder's
 ``append`` when the batch is the ``BatchBuilder`` this module knows (aiokafka 0.12 to 0.14, each tested: a
 message-format-2 ``_builder``, a ``_relative_offset`` count, no serializers), and the public method otherwise
-(another aiokafka release: slower, never wrong). :func:`finish_batch` then sets the record count that the wrapper would have
-kept. ``tests/test_aiokafka_records.py`` checks that both ways build the same bytes.
+(another aiokafka release: slower, never wrong). :func:`finish_batch` then sets the record count that the
+wrapper would have kept. ``tests/test_aiokafka_records.py`` checks that both ways build the same bytes.
 """
 
 from __future__ import annotations
