@@ -221,6 +221,33 @@ async def test_idempotent_sink_writes_many_batches_once_and_in_order(
     assert app.exit_code == 0 and not pipeline.counters.errors
 
 
+@pytest.mark.parametrize("keyed", [False, True])
+async def test_records_larger_than_a_batch_go_alone_and_nothing_is_lost_or_reordered(
+    kafka_bootstrap: str, kafka_topic_factory: TopicFactory, client: str, keyed: bool
+) -> None:
+    """``max_batch_size`` 2 KiB and every 25th record 3 KiB: a batch closes before each large record, which
+    then goes in a batch of its own (the clients take one record of any size into an empty batch)."""
+    source_topic = await kafka_topic_factory(partitions=1)
+    target_topic = await kafka_topic_factory(partitions=2)
+    total = 600
+    values = [orjson.dumps({"n": i, "blob": "x" * (3000 if i % 25 == 7 else 10)}) for i in range(total)]
+    keys = [f"k{i % 5}".encode() for i in range(total)] if keyed else None
+    await produce(kafka_bootstrap, source_topic, values, keys)
+    app, pipeline = build_app(kafka_bootstrap, client, {"topics": source_topic, "group_id": f"{source_topic}-g"},
+                              {"topic": target_topic, "max_batch_size": 2048})
+    await run_until(app, lambda: sink_count(pipeline) >= total, 60, f"{total} events written")
+
+    records = await read_all(kafka_bootstrap, target_topic, total)
+    events = [orjson.loads(r.value) for r in records]
+    assert sorted(e["n"] for e in events) == list(range(total))
+    assert all(len(e["blob"]) == (3000 if e["n"] % 25 == 7 else 10) for e in events)
+    by_partition: dict[int, list[int]] = {}
+    for r, e in zip(records, events, strict=True):
+        by_partition.setdefault(r.partition, []).append(e["n"])
+    assert all(ns == sorted(ns) for ns in by_partition.values())
+    assert app.exit_code == 0 and not pipeline.counters.errors
+
+
 class KeepContexts(bspump.Processor):
     """Keeps a copy of every event's context."""
 
