@@ -25,8 +25,8 @@ nox.options.default_venv_backend = "uv|virtualenv"
 nox.options.reuse_existing_virtualenvs = True
 #: What ./dev test runs. wheel_install (which builds the packages first, as `nox -s build` does) and notebooks
 #: come after integration, which starts the test servers: their Kafka parts then run, not skip.
-nox.options.sessions = ["lint", "typing", "core_install", "tests", "tests_all", "docs", "template", "integration",
-                        "wheel_install", "notebooks"]
+nox.options.sessions = ["lint", "typing", "core_install", "tests", "tests_lowest", "tests_all", "docs", "template",
+                        "integration", "wheel_install", "notebooks"]
 
 
 def _editable(*packages: str) -> list[str]:
@@ -52,6 +52,18 @@ def tests(session: nox.Session, package: str) -> None:
     if package != "bspump-core":
         installs += ["-e", f"{ROOT / 'packages' / package}{_extras(package)}"]
     session.install(*TEST_TOOLS, *installs)
+    session.run("pytest", str(ROOT / "packages" / package / "tests"), "-q", *session.posargs)
+
+
+@nox.session(python=PYTHON, venv_backend="uv")
+@nox.parametrize("package", PACKAGES)
+def tests_lowest(session: nox.Session, package: str) -> None:
+    """Unit tests of one package with the lowest versions its pyproject.toml allows of each dependency it names
+    (uv's lowest-direct resolution): the floors we declare are floors we tested."""
+    installs = _editable("bspump-core")
+    if package != "bspump-core":
+        installs += ["-e", f"{ROOT / 'packages' / package}{_extras(package)}"]
+    session.install("--resolution", "lowest-direct", *TEST_TOOLS, *installs)
     session.run("pytest", str(ROOT / "packages" / package / "tests"), "-q", *session.posargs)
 
 

@@ -68,10 +68,13 @@ def test_the_confluent_consumer_unpacks_messages_into_columns() -> None:
     confluent_kafka = pytest.importorskip("confluent_kafka")
     from bspump.kafka.confluent_consumer import ConfluentConsumer
 
-    messages = [confluent_kafka.Message(topic="orders", partition=p, offset=o, key=k, value=b"v%d" % o,
-                                        headers=h, timestamp=(1, t))
-                for p, o, k, t, h in [(0, 10, None, 1000, None), (1, 20, b"k\xc3\xa9", 2000, HEADERS),
-                                      (0, 11, b"k2", 3000, None)]]
+    try:
+        messages = [confluent_kafka.Message(topic="orders", partition=p, offset=o, key=k, value=b"v%d" % o,
+                                            headers=h, timestamp=(1, t))
+                    for p, o, k, t, h in [(0, 10, None, 1000, None), (1, 20, b"k\xc3\xa9", 2000, HEADERS),
+                                          (0, 11, b"k2", 3000, None)]]
+    except TypeError:  # the lowest confluent-kafka bspump-kafka allows (2.6) makes Messages only in consume()
+        pytest.skip(f"confluent-kafka {confluent_kafka.version()[0]} cannot create a Message in Python")
     consumer: Any = ConfluentConsumer.__new__(ConfluentConsumer)
     for single in ("orders", None):
         consumer._single_topic = single
